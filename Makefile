@@ -1,0 +1,66 @@
+# The two commands: `make run` (the main job on the local stack) and `make test`.
+# Every target does its own set-up: the virtualenv, the packages, the services.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test up down status lint typecheck pytest unit bench-baseline bench-matching lock clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version}"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## The main job: the local stack and the pipeline.
+run: $(STAMP)
+	bash ops/stack.sh up
+	$(BIN)/trade-engine check
+	bash ops/stack.sh status
+
+## Lint, types, then every test (the broker-backed ones start the local stack).
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+## Only the pure tests: no services needed.
+unit: $(STAMP)
+	$(BIN)/pytest -m "not broker and not postgres and not rabbitmq"
+
+up:
+	bash ops/stack.sh up
+down:
+	bash ops/stack.sh down
+status:
+	bash ops/stack.sh status
+
+bench-baseline: $(STAMP)
+	bash ops/kafka/kafka.sh up
+	$(BIN)/python ops/benchmarks/bench_baseline.py
+
+bench-matching: $(STAMP)
+	$(BIN)/python ops/benchmarks/bench_matching.py
+
+## Re-pin the versions CI installs (after changing dependencies in pyproject.toml).
+lock:
+	rm -rf /tmp/te-lock-venv && $(PYTHON) -m venv /tmp/te-lock-venv
+	/tmp/te-lock-venv/bin/pip install -q -e '.[dev]'
+	/tmp/te-lock-venv/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Edges of the engine: REST/WebSocket gateway, producer SDK and CLI, wallet client."""

@@ -1,0 +1,1 @@
+"""Ordered SQL migrations for the Postgres history tables."""

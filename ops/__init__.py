@@ -1,0 +1,1 @@
+"""Operations: local service scripts (Kafka, Postgres, RabbitMQ), benchmarks, monitoring config."""

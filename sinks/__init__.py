@@ -1,0 +1,1 @@
+"""Sinks: Postgres history, wallet settlement, the RabbitMQ bridge. Every effect is idempotent."""

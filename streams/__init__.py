@@ -1,0 +1,1 @@
+"""Topics, message schemas and codecs: the engine's wire contracts."""

@@ -1,0 +1,188 @@
+"""The one validated settings object.
+
+Sources, highest priority first: keyword arguments, environment variables
+(``TE_`` prefix, ``__`` between nested names, e.g. ``TE_KAFKA__BOOTSTRAP_SERVERS``),
+a YAML file (``TE_CONFIG_FILE`` or ``--config``), then defaults that point at the
+local stack started by ``ops/stack.sh``. Unknown keys are errors, secrets are
+``SecretStr`` and never printed in clear.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from trade_engine.errors import ConfigError
+
+CONFIG_FILE_ENV = "TE_CONFIG_FILE"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "trade-engine"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_port_list(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {server!r}")
+        return value
+
+    def librdkafka(self) -> dict[str, Any]:
+        """The connection part of a confluent-kafka configuration."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol.lower(),
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+            conf["sasl.username"] = self.sasl_username or ""
+            conf["sasl.password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else ""
+            )
+        return conf
+
+
+class TopicSettings(_Section):
+    """Topic layout. Every topic on the order path has the same partition count."""
+
+    prefix: str = "te."
+    partitions: int = Field(default=4, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1)
+    retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=-1)
+
+
+class PostgresSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=5432, ge=1, le=65535)
+    user: str = "trade_engine"
+    password: SecretStr = SecretStr("trade_engine")
+    database: str = "trade_engine"
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+
+    def dsn(self) -> str:
+        password = quote(self.password.get_secret_value(), safe="")
+        return f"postgresql://{quote(self.user)}:{password}@{self.host}:{self.port}/{self.database}"
+
+
+class RabbitMQSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=5672, ge=1, le=65535)
+    user: str = "trade_engine"
+    password: SecretStr = SecretStr("trade_engine")
+    vhost: str = "/"
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+
+    def url(self) -> str:
+        password = quote(self.password.get_secret_value(), safe="")
+        vhost = quote(self.vhost, safe="")
+        return f"amqp://{quote(self.user)}:{password}@{self.host}:{self.port}/{vhost}"
+
+
+class WalletSettings(_Section):
+    url: str = "http://127.0.0.1:8081"
+    service_token: SecretStr = SecretStr("dev-wallet-token")
+    timeout_s: float = Field(default=2.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    postgres: PostgresSettings = PostgresSettings()
+    rabbitmq: RabbitMQSettings = RabbitMQSettings()
+    wallet: WalletSettings = WalletSettings()
+    state_dir: Path = Path(".state")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = settings_cls.model_config.get("yaml_file") or os.environ.get(CONFIG_FILE_ENV)
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    @cached_property
+    def topic_names(self) -> dict[str, str]:
+        p = self.topics.prefix
+        return {
+            "commands": f"{p}commands",
+            "accepted": f"{p}commands.accepted",
+            "executions": f"{p}executions",
+            "trades": f"{p}trades",
+            "dead_letter": f"{p}dead-letter",
+        }
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as plain data with secrets masked, safe to log."""
+        return self.model_dump(mode="json")
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build and validate the settings; any problem becomes one ``ConfigError``.
+
+    The error names each offending setting by its dotted path so that the
+    operator sees ``kafka.bootstrap_servers: ...`` rather than a traceback.
+    """
+    settings_cls = Settings
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(CONFIG_FILE_ENV, f"config file {str(path)!r} does not exist")
+
+        class _SettingsFromFile(Settings):
+            model_config = SettingsConfigDict(yaml_file=path)
+
+        settings_cls = _SettingsFromFile
+    elif (env_file := os.environ.get(CONFIG_FILE_ENV)) and not Path(env_file).is_file():
+        raise ConfigError(CONFIG_FILE_ENV, f"config file {env_file!r} does not exist")
+    try:
+        return settings_cls(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            setting = ".".join(str(part) for part in err["loc"]) or "<root>"
+            message = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append((setting, message))
+        first_setting = problems[0][0]
+        detail = "; ".join(f"{setting}: {message}" for setting, message in problems)
+        raise ConfigError(first_setting, detail.removeprefix(f"{first_setting}: ")) from None

@@ -1,0 +1,1 @@
+"""Benchmark scripts: each prints one JSON line of figures as its last line."""

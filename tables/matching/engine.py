@@ -1,0 +1,964 @@
+"""MatchingEngine: applies commands to one symbol's book and returns executions.
+
+Pure and deterministic: the only clock is ``TimeTick``; every iteration that
+can reach an output is over an ordered structure (the book's priority order,
+lists sorted by (stop price, seq), a heap keyed by (expire_at, seq), or an
+explicit sort by seq). Every output record takes the next ``seq``; a command
+with no effect (a tick that expires nothing, a mass cancel of nothing) emits
+nothing and takes no seq. A rejected command changes nothing but ``seq``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+from bisect import bisect_left, insort
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from trade_engine.tables.matching.book import Book, BookLike
+from trade_engine.tables.matching.codes import EndReason, RejectCode
+from trade_engine.tables.matching.commands import (
+    Amend,
+    AmendRequest,
+    Cancel,
+    Command,
+    MassCancel,
+    Place,
+    PlaceRequest,
+    SetTradingState,
+    TimeTick,
+)
+from trade_engine.tables.matching.enums import (
+    OrderStatus,
+    OrderType,
+    RequestKind,
+    Side,
+    StpMode,
+    TimeInForce,
+    TradingState,
+)
+from trade_engine.tables.matching.exceptions import (
+    InvariantError,
+    NumberFormatError,
+    SnapshotError,
+)
+from trade_engine.tables.matching.executions import (
+    Accepted,
+    Amended,
+    Execution,
+    OrderEnded,
+    Rejected,
+    StpPrevented,
+    Trade,
+    TradingStateChanged,
+    Triggered,
+)
+from trade_engine.tables.matching.order import IN_BOOK, IN_STOPS, NOWHERE, STATE_FIELDS, Order
+from trade_engine.tables.matching.rules import BPS, PPM, SymbolRules
+
+SNAPSHOT_FORMAT = 1
+
+# Why the matching loop stopped.
+_DONE, _NO_LIQUIDITY, _FUNDS, _TAKER_GONE = 0, 1, 2, 3
+
+_MARKET_TYPES = (OrderType.MARKET, OrderType.STOP)
+_STOP_TYPES = (OrderType.STOP, OrderType.STOP_LIMIT)
+_IMMEDIATE = (TimeInForce.IOC, TimeInForce.FOK)
+
+Problem = tuple[RejectCode, str]
+
+
+def required_hold(p: Place) -> int:
+    """The hold a wallet must place for ``p``: quote units for buys, lots for sells.
+
+    LIMIT/STOP_LIMIT buy: price * quantity; MARKET/STOP buy: funds; sell: quantity.
+    Fees are charged in the received asset, so they never need a hold.
+    """
+    if p.side is Side.SELL:
+        return max(p.quantity or 0, 0)
+    if p.order_type in _MARKET_TYPES:
+        return max(p.funds or 0, 0)
+    if p.price is None or p.quantity is None:
+        return 0
+    return max(p.price * p.quantity, 0)
+
+
+def touched_order_ids(records: Iterable[Execution]) -> list[str]:
+    """Order ids whose state the records changed, first-touch order, no repeats."""
+    seen: dict[str, None] = {}
+    for r in records:
+        if isinstance(r, Trade | StpPrevented):
+            seen[r.taker_order_id] = None
+            seen[r.maker_order_id] = None
+        elif isinstance(r, Accepted | Amended | Triggered | OrderEnded):
+            seen[r.order_id] = None
+    return list(seen)
+
+
+class MatchingEngine:
+    """One symbol's book. ``apply(command) -> list[Execution]`` is the only mutator."""
+
+    def __init__(self, rules: SymbolRules, *, book: BookLike | None = None) -> None:
+        self.rules = rules
+        self.symbol = rules.symbol
+        self.book: BookLike = book if book is not None else Book()
+        self.seq = 0
+        self.now = 0
+        self.prio = 0
+        self.last_price: int | None = None
+        self.reference_price: int | None = rules.reference_price
+        self.trading_state = TradingState.TRADING
+        self.orders: dict[str, Order] = {}
+        self.user_orders: dict[str, dict[str, Order]] = {}
+        self.client_ids: dict[tuple[str, str], str] = {}
+        self.pending: dict[int, Order] = {}
+        self.buy_stops: list[tuple[int, int]] = []
+        self.sell_stops: list[tuple[int, int]] = []
+        self.expiry: list[tuple[int, int, str]] = []
+        self.recent: deque[str] = deque()
+        self.recent_set: set[str] = set()
+        self._handlers: dict[type, Callable[[Any, list[Execution]], None]] = {
+            Place: self._place,
+            PlaceRequest: self._place_request,
+            Cancel: self._cancel,
+            Amend: self._amend,
+            AmendRequest: self._amend_request,
+            MassCancel: self._mass_cancel,
+            SetTradingState: self._set_state,
+            TimeTick: self._tick,
+        }
+
+    # ----------------------------------------------------------------- API
+
+    def apply(self, command: Command) -> list[Execution]:
+        out: list[Execution] = []
+        handler = self._handlers.get(type(command))
+        if handler is None:
+            raise TypeError(f"not a matching command: {type(command).__name__}")
+        handler(command, out)
+        return out
+
+    def order_state(self, order_id: str) -> dict[str, Any] | None:
+        """The live order's plain state, or None once it has ended."""
+        o = self.orders.get(order_id)
+        return None if o is None else o.state()
+
+    def depth(self, side: Side, n: int) -> list[tuple[int, int, int]]:
+        return self.book.depth(side, n)
+
+    def best_bid(self) -> int | None:
+        return self.book.best_price(Side.BUY)
+
+    def best_ask(self) -> int | None:
+        return self.book.best_price(Side.SELL)
+
+    # ------------------------------------------------------------- helpers
+
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def _reject(
+        self,
+        out: list[Execution],
+        request: RequestKind,
+        order_id: str | None,
+        user_id: str | None,
+        problem: Problem,
+        *,
+        release: int = 0,
+    ) -> None:
+        self.seq += 1
+        out.append(Rejected(self.seq, request, order_id, user_id, problem[0], problem[1], release))
+
+    def _crosses(self, side: Side, price: int) -> bool:
+        if side is Side.BUY:
+            best = self.book.best_price(Side.SELL)
+            return best is not None and best <= price
+        best = self.book.best_price(Side.BUY)
+        return best is not None and best >= price
+
+    def _band_problem(self, price: int) -> Problem | None:
+        bps = self.rules.price_band_bps
+        ref = self.last_price if self.last_price is not None else self.reference_price
+        if not bps or ref is None:
+            return None
+        low = -((-ref * (BPS - bps)) // BPS)
+        high = ref * (BPS + bps) // BPS
+        if low <= price <= high:
+            return None
+        return RejectCode.MATCHING_PRICE_OUT_OF_BAND, f"price {price} outside [{low}, {high}]"
+
+    def _day_end(self) -> int:
+        r = self.rules
+        k = (self.now - r.day_offset_ms) // r.day_session_ms + 1
+        return r.day_offset_ms + k * r.day_session_ms
+
+    def _register(self, o: Order) -> None:
+        self.orders[o.order_id] = o
+        mine = self.user_orders.get(o.user_id)
+        if mine is None:
+            mine = self.user_orders[o.user_id] = {}
+        mine[o.order_id] = o
+        if o.client_order_id is not None:
+            self.client_ids[(o.user_id, o.client_order_id)] = o.order_id
+
+    def _unregister(self, o: Order) -> None:
+        del self.orders[o.order_id]
+        mine = self.user_orders[o.user_id]
+        del mine[o.order_id]
+        if not mine:
+            del self.user_orders[o.user_id]
+        if o.client_order_id is not None:
+            del self.client_ids[(o.user_id, o.client_order_id)]
+
+    def _remember(self, order_id: str) -> None:
+        window = self.rules.dedup_window
+        if not window:
+            return
+        self.recent.append(order_id)
+        self.recent_set.add(order_id)
+        if len(self.recent) > window:
+            self.recent_set.discard(self.recent.popleft())
+
+    def _end(self, o: Order, status: OrderStatus, reason: EndReason, out: list[Execution]) -> None:
+        if o.where == IN_BOOK:
+            self.book.remove(o)
+        elif o.where == IN_STOPS:
+            self._remove_stop(o)
+        if o.quantity is not None:
+            o.cancelled += o.remaining
+            o.remaining = 0
+        o.status = status
+        used = o.spent if o.side is Side.BUY else o.filled
+        self._unregister(o)
+        self.seq += 1
+        out.append(
+            OrderEnded(
+                self.seq,
+                o.order_id,
+                o.user_id,
+                status,
+                reason,
+                o.filled,
+                o.spent,
+                o.cancelled,
+                o.reserved,
+                o.reserved - used,
+            )
+        )
+
+    def _rest(self, o: Order) -> None:
+        self.prio += 1
+        o.prio = self.prio
+        o.status = OrderStatus.OPEN if o.filled == 0 else OrderStatus.PARTIALLY_FILLED
+        self.book.add(o)
+
+    # ------------------------------------------------------------ matching
+
+    def _take(self, o: Order, out: list[Execution]) -> None:
+        """Match ``o`` (not in the book) as taker, then rest or end it."""
+        why = self._match(o, out)
+        if why == _TAKER_GONE:
+            return
+        if o.quantity is not None and o.remaining == 0:
+            self._end(o, OrderStatus.FILLED, EndReason.FILLED, out)
+        elif o.price is None:
+            if why == _FUNDS and o.quantity is None and o.filled:
+                self._end(o, OrderStatus.FILLED, EndReason.FILLED, out)
+            elif why == _FUNDS:
+                self._end(o, OrderStatus.EXPIRED, EndReason.FUNDS_EXHAUSTED, out)
+            else:
+                self._end(o, OrderStatus.EXPIRED, EndReason.NO_LIQUIDITY, out)
+        elif o.tif in _IMMEDIATE:
+            self._end(o, OrderStatus.EXPIRED, EndReason.IOC_REMAINDER, out)
+        else:
+            self._rest(o)
+
+    def _match(self, t: Order, out: list[Execution]) -> int:
+        book = self.book
+        buy = t.side is Side.BUY
+        opp = Side.SELL if buy else Side.BUY
+        limit = t.price
+        by_qty = t.quantity is not None
+        funds = t.funds
+        no_stp = t.stp is StpMode.NONE
+        while True:
+            if by_qty and t.remaining <= 0:
+                return _DONE
+            m = book.top(opp)
+            if m is None:
+                return _NO_LIQUIDITY
+            p: int = m.price  # type: ignore[assignment]
+            if limit is not None and (p > limit if buy else p < limit):
+                return _NO_LIQUIDITY
+            cap = t.remaining if by_qty else m.remaining
+            if funds is not None:
+                afford = (funds - t.spent) // p
+                if afford <= 0:
+                    return _FUNDS
+                cap = min(cap, afford)
+            if not no_stp and m.user_id == t.user_id:
+                if self._prevent(t, m, p, cap, out):
+                    return _TAKER_GONE
+                continue
+            self._trade(t, m, p, cap if cap < m.remaining else m.remaining, out)
+
+    def _trade(self, t: Order, m: Order, p: int, q: int, out: list[Execution]) -> None:
+        notional = p * q
+        m.remaining -= q
+        m.filled += q
+        m.spent += notional
+        if t.quantity is not None:
+            t.remaining -= q
+        t.filled += q
+        t.spent += notional
+        t.status = OrderStatus.PARTIALLY_FILLED
+        self.last_price = p
+        r = self.rules
+        if t.side is Side.BUY:
+            buyer_fee = q * r.taker_fee_ppm // PPM
+            seller_fee = notional * r.maker_fee_ppm // PPM
+        else:
+            buyer_fee = q * r.maker_fee_ppm // PPM
+            seller_fee = notional * r.taker_fee_ppm // PPM
+        self.seq += 1
+        seq = self.seq
+        out.append(
+            Trade(
+                seq,
+                f"{self.symbol}:{seq}",
+                self.symbol,
+                p,
+                q,
+                notional,
+                t.side,
+                t.order_id,
+                t.user_id,
+                m.order_id,
+                m.user_id,
+                buyer_fee,
+                seller_fee,
+                t.remaining,
+                m.remaining,
+            )
+        )
+        self.book.reduce(m, q)
+        if m.remaining == 0:
+            self._end(m, OrderStatus.FILLED, EndReason.FILLED, out)
+        else:
+            m.status = OrderStatus.PARTIALLY_FILLED
+
+    def _prevent(self, t: Order, m: Order, p: int, cap: int, out: list[Execution]) -> bool:
+        """Self-trade prevention under the taker's mode; True if the taker ended."""
+        mode = t.stp
+        q = cap if cap < m.remaining else m.remaining
+        if mode is StpMode.DECREMENT and t.quantity is not None:
+            d = t.remaining if t.remaining < m.remaining else m.remaining
+            self.seq += 1
+            out.append(StpPrevented(self.seq, mode, t.user_id, t.order_id, m.order_id, p, d))
+            m.remaining -= d
+            m.cancelled += d
+            self.book.reduce(m, d)
+            t.remaining -= d
+            t.cancelled += d
+            if m.remaining == 0:
+                self._end(m, OrderStatus.EXPIRED, EndReason.STP, out)
+            if t.remaining == 0:
+                self._end(t, OrderStatus.EXPIRED, EndReason.STP, out)
+                return True
+            return False
+        self.seq += 1
+        out.append(StpPrevented(self.seq, mode, t.user_id, t.order_id, m.order_id, p, q))
+        if mode is StpMode.EXPIRE_MAKER or mode is StpMode.EXPIRE_BOTH:
+            self._end(m, OrderStatus.EXPIRED, EndReason.STP, out)
+        if mode is not StpMode.EXPIRE_MAKER:
+            # EXPIRE_TAKER, EXPIRE_BOTH, and DECREMENT of a funds-only taker.
+            self._end(t, OrderStatus.EXPIRED, EndReason.STP, out)
+            return True
+        return False
+
+    def _fok_fillable(
+        self,
+        side: Side,
+        price: int | None,
+        qty: int,
+        funds: int | None,
+        *,
+        user_id: str,
+        stp: StpMode,
+    ) -> bool:
+        """Could ``qty`` trade in full right now? Self-trade-blocked liquidity does not count."""
+        need, budget = qty, funds
+        buy = side is Side.BUY
+        for m in self.book.iter_side(Side.SELL if buy else Side.BUY):
+            p: int = m.price  # type: ignore[assignment]
+            if price is not None and (p > price if buy else p < price):
+                return False
+            if stp is not StpMode.NONE and m.user_id == user_id:
+                if stp is StpMode.EXPIRE_MAKER:
+                    continue
+                return False
+            take = need if need < m.remaining else m.remaining
+            if budget is not None:
+                if budget // p < take:
+                    return False
+                budget -= take * p
+            need -= take
+            if need == 0:
+                return True
+        return False
+
+    # --------------------------------------------------------------- stops
+
+    def _add_stop(self, o: Order) -> None:
+        o.where = IN_STOPS
+        o.status = OrderStatus.PENDING
+        self.pending[o.seq] = o
+        assert o.stop_price is not None
+        insort(self.buy_stops if o.side is Side.BUY else self.sell_stops, (o.stop_price, o.seq))
+
+    def _remove_stop(self, o: Order) -> None:
+        del self.pending[o.seq]
+        stops = self.buy_stops if o.side is Side.BUY else self.sell_stops
+        assert o.stop_price is not None
+        del stops[bisect_left(stops, (o.stop_price, o.seq))]
+        o.where = NOWHERE
+
+    def _next_triggered(self) -> Order | None:
+        """The earliest-accepted pending stop whose condition the last price meets."""
+        last = self.last_price
+        if last is None:
+            return None
+        first: int | None = None
+        end = bisect_left(self.buy_stops, (last + 1, 0))
+        for _, seq in self.buy_stops[:end]:
+            if first is None or seq < first:
+                first = seq
+        start = bisect_left(self.sell_stops, (last, 0))
+        for _, seq in self.sell_stops[start:]:
+            if first is None or seq < first:
+                first = seq
+        return None if first is None else self.pending[first]
+
+    def _run_stops(self, out: list[Execution]) -> None:
+        if not self.pending:
+            return
+        while (o := self._next_triggered()) is not None:
+            self._remove_stop(o)
+            o.status = OrderStatus.OPEN
+            assert o.stop_price is not None
+            assert self.last_price is not None
+            self.seq += 1
+            out.append(Triggered(self.seq, o.order_id, o.user_id, o.stop_price, self.last_price))
+            if o.price is not None and o.post_only and self._crosses(o.side, o.price):
+                self._end(o, OrderStatus.EXPIRED, EndReason.POST_ONLY_WOULD_TAKE, out)
+            elif o.tif is TimeInForce.FOK and not self._fok_fillable(
+                o.side, o.price, o.remaining, o.funds, user_id=o.user_id, stp=o.stp
+            ):
+                self._end(o, OrderStatus.EXPIRED, EndReason.FOK_NOT_FILLABLE, out)
+            else:
+                self._take(o, out)
+
+    # ---------------------------------------------------------------- place
+
+    # A validation ladder reads best flat: one check, one stable code per line.
+    def _static_problem(self, p: Place) -> Problem | None:  # noqa: PLR0911, PLR0912
+        """Checks that depend only on the command and the symbol rules."""
+        r = self.rules
+        limit_like = p.order_type is OrderType.LIMIT or p.order_type is OrderType.STOP_LIMIT
+        stop_like = p.order_type in _STOP_TYPES
+        if limit_like:
+            if p.price is None:
+                return RejectCode.VALIDATION_PRICE_REQUIRED, "limit orders need a price"
+            if p.price <= 0:
+                return RejectCode.VALIDATION_PRICE_NOT_POSITIVE, "price must be positive"
+        elif p.price is not None:
+            return RejectCode.VALIDATION_PRICE_NOT_ALLOWED, "market orders take no price"
+        if stop_like:
+            if p.stop_price is None:
+                return RejectCode.VALIDATION_STOP_PRICE_REQUIRED, "stop orders need a stop price"
+            if p.stop_price <= 0:
+                return RejectCode.VALIDATION_PRICE_NOT_POSITIVE, "stop price must be positive"
+        elif p.stop_price is not None:
+            return RejectCode.VALIDATION_STOP_PRICE_NOT_ALLOWED, "only stop orders take one"
+        market_buy = not limit_like and p.side is Side.BUY
+        if market_buy:
+            if p.funds is None:
+                return RejectCode.VALIDATION_FUNDS_REQUIRED, "market buys need funds (the hold)"
+            if p.funds <= 0:
+                return RejectCode.VALIDATION_QUANTITY_NOT_POSITIVE, "funds must be positive"
+            if p.funds < r.min_notional:
+                return RejectCode.VALIDATION_NOTIONAL_BELOW_MIN, "funds below min notional"
+        elif p.funds is not None:
+            return RejectCode.VALIDATION_FUNDS_NOT_ALLOWED, "funds only on market buys"
+        if p.quantity is None:
+            if not market_buy:
+                return RejectCode.VALIDATION_QUANTITY_REQUIRED, "quantity required"
+        elif p.quantity <= 0:
+            return RejectCode.VALIDATION_QUANTITY_NOT_POSITIVE, "quantity must be positive"
+        elif p.quantity < r.min_qty:
+            return RejectCode.VALIDATION_QUANTITY_BELOW_MIN, f"quantity below {r.min_qty} lots"
+        if limit_like and p.price * p.quantity < r.min_notional:  # type: ignore[operator]
+            return RejectCode.VALIDATION_NOTIONAL_BELOW_MIN, "notional below min notional"
+        tif = p.tif
+        if not limit_like and (
+            tif not in _IMMEDIATE or (p.quantity is None and tif is TimeInForce.FOK)
+        ):
+            return RejectCode.VALIDATION_TIF_NOT_ALLOWED, f"{tif} not allowed for this type"
+        if p.post_only and (not limit_like or tif in _IMMEDIATE):
+            return RejectCode.VALIDATION_POST_ONLY_NOT_ALLOWED, "post-only needs a resting limit"
+        if tif is TimeInForce.GTD:
+            if p.expire_at is None:
+                return RejectCode.VALIDATION_EXPIRE_AT_REQUIRED, "GTD needs expire_at"
+        elif p.expire_at is not None:
+            return RejectCode.VALIDATION_EXPIRE_AT_NOT_ALLOWED, "expire_at only with GTD"
+        return None
+
+    def _state_problem(self, p: Place) -> Problem | None:  # noqa: PLR0911, PLR0912
+        """Checks against the book's current state, in documented order."""
+        st = self.trading_state
+        t = p.order_type
+        if st is not TradingState.TRADING:
+            if st is TradingState.HALT:
+                return RejectCode.MATCHING_SYMBOL_HALTED, "symbol halted"
+            if st is TradingState.CANCEL_ONLY:
+                return RejectCode.MATCHING_SYMBOL_CANCEL_ONLY, "symbol is cancel-only"
+            if st is TradingState.POST_ONLY and (t is not OrderType.LIMIT or p.tif in _IMMEDIATE):
+                return RejectCode.MATCHING_SYMBOL_POST_ONLY, "symbol is post-only"
+            if st is TradingState.LIMIT_ONLY and t in _MARKET_TYPES:
+                return RejectCode.MATCHING_SYMBOL_LIMIT_ONLY, "symbol is limit-only"
+        if p.order_id in self.orders or p.order_id in self.recent_set:
+            return RejectCode.MATCHING_DUPLICATE_ORDER_ID, f"order id {p.order_id} seen"
+        if p.client_order_id is not None and (p.user_id, p.client_order_id) in self.client_ids:
+            return RejectCode.MATCHING_DUPLICATE_CLIENT_ORDER_ID, "client order id is live"
+        if p.expire_at is not None and p.expire_at <= self.now:
+            return RejectCode.VALIDATION_EXPIRE_AT_IN_PAST, f"expire_at <= now ({self.now})"
+        cap = self.rules.max_open_orders
+        if (
+            cap
+            and (t in _STOP_TYPES or p.tif not in _IMMEDIATE)
+            and len(self.user_orders.get(p.user_id, ())) >= cap
+        ):
+            return RejectCode.MATCHING_MAX_OPEN_ORDERS, f"user has {cap} open orders"
+        if p.price is not None and (band := self._band_problem(p.price)) is not None:
+            return band
+        if t in _STOP_TYPES:
+            return None
+        if (
+            p.price is not None
+            and (p.post_only or st is TradingState.POST_ONLY)
+            and self._crosses(p.side, p.price)
+        ):
+            return RejectCode.MATCHING_POST_ONLY_WOULD_TAKE, "post-only order would take"
+        if p.tif is TimeInForce.FOK and not self._fok_fillable(
+            p.side, p.price, p.quantity or 0, p.funds, user_id=p.user_id, stp=p.stp
+        ):
+            return RejectCode.MATCHING_FOK_NOT_FILLABLE, "FOK cannot fill in full"
+        return None
+
+    def _place(self, p: Place, out: list[Execution]) -> None:
+        problem = self._static_problem(p) or self._state_problem(p)
+        if problem is not None:
+            hold = required_hold(p)
+            self._reject(out, RequestKind.PLACE, p.order_id, p.user_id, problem, release=hold)
+            return
+        expire_at = self._day_end() if p.tif is TimeInForce.DAY else p.expire_at
+        o = Order.from_place(p, expire_at, required_hold(p))
+        self.seq += 1
+        o.seq = self.seq
+        stop = p.order_type in _STOP_TYPES
+        out.append(
+            Accepted(
+                o.seq,
+                o.order_id,
+                o.user_id,
+                o.client_order_id,
+                o.side,
+                o.order_type,
+                o.tif,
+                o.price,
+                o.stop_price,
+                o.quantity,
+                o.funds,
+                expire_at,
+                o.stp,
+                o.post_only,
+                o.reserved,
+                OrderStatus.PENDING if stop else OrderStatus.OPEN,
+            )
+        )
+        self._register(o)
+        self._remember(o.order_id)
+        if expire_at is not None:
+            heapq.heappush(self.expiry, (expire_at, o.seq, o.order_id))
+        if stop:
+            self._add_stop(o)
+        else:
+            self._take(o, out)
+        self._run_stops(out)
+
+    def _place_request(self, r: PlaceRequest, out: list[Execution]) -> None:
+        rules = self.rules
+        try:
+            p = Place(
+                r.order_id,
+                r.user_id,
+                Side(r.side),
+                OrderType(r.order_type),
+                None if r.quantity is None else rules.qty_scale.parse(r.quantity),
+                None if r.price is None else rules.price_scale.parse(r.price),
+                None if r.stop_price is None else rules.price_scale.parse(r.stop_price),
+                None if r.funds is None else rules.quote_scale.parse(r.funds),
+                TimeInForce(r.tif),
+                r.client_order_id,
+                StpMode(r.stp),
+                r.post_only,
+                r.expire_at,
+            )
+        except NumberFormatError as exc:
+            self._reject(out, RequestKind.PLACE, r.order_id, r.user_id, (exc.reject, str(exc)))
+            return
+        except ValueError as exc:
+            problem = (RejectCode.VALIDATION_BAD_ENUM, str(exc)[:100])
+            self._reject(out, RequestKind.PLACE, r.order_id, r.user_id, problem)
+            return
+        self._place(p, out)
+
+    # ----------------------------------------------------- cancel and amend
+
+    def _cancel(self, c: Cancel, out: list[Execution]) -> None:
+        kind = RequestKind.CANCEL
+        if self.trading_state is TradingState.HALT:
+            problem: Problem = (RejectCode.MATCHING_SYMBOL_HALTED, "symbol halted")
+            self._reject(out, kind, c.order_id, c.user_id, problem)
+            return
+        if c.order_id is not None:
+            o = self.orders.get(c.order_id)
+        elif c.client_order_id is not None:
+            oid = self.client_ids.get((c.user_id, c.client_order_id))
+            o = None if oid is None else self.orders[oid]
+        else:
+            problem = (RejectCode.VALIDATION_CANCEL_TARGET_REQUIRED, "order_id or client_order_id")
+            self._reject(out, kind, None, c.user_id, problem)
+            return
+        if o is None:
+            problem = (RejectCode.MATCHING_UNKNOWN_ORDER, "no live order with that id")
+            self._reject(out, kind, c.order_id, c.user_id, problem)
+        elif o.user_id != c.user_id:
+            problem = (RejectCode.MATCHING_NOT_ORDER_OWNER, "order belongs to another user")
+            self._reject(out, kind, c.order_id, c.user_id, problem)
+        else:
+            self._end(o, OrderStatus.CANCELLED, EndReason.USER_CANCEL, out)
+
+    def _mass_cancel(self, c: MassCancel, out: list[Execution]) -> None:
+        if self.trading_state is TradingState.HALT:
+            problem = (RejectCode.MATCHING_SYMBOL_HALTED, "symbol halted")
+            self._reject(out, RequestKind.MASS_CANCEL, None, c.user_id, problem)
+            return
+        mine = self.user_orders.get(c.user_id)
+        if not mine:
+            return
+        victims = sorted(
+            (o for o in mine.values() if c.side is None or o.side is c.side),
+            key=lambda o: o.seq,
+        )
+        for o in victims:
+            self._end(o, OrderStatus.CANCELLED, EndReason.MASS_CANCEL, out)
+
+    def _amend_problem(  # noqa: PLR0911, PLR0912
+        self, a: Amend
+    ) -> tuple[Problem | None, Order | None]:
+        st = self.trading_state
+        if st is TradingState.HALT:
+            return (RejectCode.MATCHING_SYMBOL_HALTED, "symbol halted"), None
+        if st is TradingState.CANCEL_ONLY:
+            return (RejectCode.MATCHING_SYMBOL_CANCEL_ONLY, "symbol is cancel-only"), None
+        o = self.orders.get(a.order_id)
+        if o is None:
+            return (RejectCode.MATCHING_UNKNOWN_ORDER, "no live order with that id"), None
+        if o.user_id != a.user_id:
+            return (RejectCode.MATCHING_NOT_ORDER_OWNER, "order belongs to another user"), None
+        if a.quantity is None and a.price is None:
+            return (RejectCode.VALIDATION_AMEND_NOTHING, "nothing to change"), None
+        if o.where != IN_BOOK:
+            return (RejectCode.MATCHING_AMEND_NOT_ALLOWED, "only resting orders amend"), None
+        assert o.price is not None
+        assert o.quantity is not None
+        price = o.price if a.price is None else a.price
+        qty = o.quantity if a.quantity is None else a.quantity
+        if price <= 0:
+            return (RejectCode.VALIDATION_PRICE_NOT_POSITIVE, "price must be positive"), None
+        if qty <= 0:
+            return (RejectCode.VALIDATION_QUANTITY_NOT_POSITIVE, "quantity must be positive"), None
+        if price == o.price and qty == o.quantity:
+            return (RejectCode.VALIDATION_AMEND_NOTHING, "nothing to change"), None
+        if qty - o.filled - o.cancelled <= 0:
+            return (RejectCode.VALIDATION_AMEND_BELOW_FILLED, "nothing would stay open"), None
+        if qty < self.rules.min_qty:
+            return (RejectCode.VALIDATION_QUANTITY_BELOW_MIN, "quantity below min"), None
+        if price * qty < self.rules.min_notional:
+            return (RejectCode.VALIDATION_NOTIONAL_BELOW_MIN, "notional below min"), None
+        if price != o.price:
+            band = self._band_problem(price)
+            if band is not None:
+                return band, None
+            if (o.post_only or st is TradingState.POST_ONLY) and self._crosses(o.side, price):
+                return (RejectCode.MATCHING_POST_ONLY_WOULD_TAKE, "post-only would take"), None
+        return None, o
+
+    def _amend(self, a: Amend, out: list[Execution]) -> None:
+        problem, o = self._amend_problem(a)
+        if problem is not None or o is None:
+            assert problem is not None
+            self._reject(out, RequestKind.AMEND, a.order_id, a.user_id, problem)
+            return
+        assert o.price is not None
+        assert o.quantity is not None
+        price = o.price if a.price is None else a.price
+        qty = o.quantity if a.quantity is None else a.quantity
+        remaining = qty - o.filled - o.cancelled
+        keep = price == o.price and qty < o.quantity
+        if keep:
+            self.book.reduce(o, o.remaining - remaining)
+            o.remaining = remaining
+        else:
+            self.book.remove(o)
+            o.price, o.remaining = price, remaining
+        o.quantity = qty
+        old = o.reserved
+        o.reserved = o.spent + price * remaining if o.side is Side.BUY else qty
+        self.seq += 1
+        out.append(
+            Amended(
+                self.seq,
+                o.order_id,
+                o.user_id,
+                price,
+                qty,
+                remaining,
+                o.reserved,
+                o.reserved - old,
+                keep,
+            )
+        )
+        if not keep:
+            if self._crosses(o.side, price):
+                self._take(o, out)
+            else:
+                self._rest(o)
+            self._run_stops(out)
+
+    def _amend_request(self, r: AmendRequest, out: list[Execution]) -> None:
+        rules = self.rules
+        try:
+            a = Amend(
+                r.order_id,
+                r.user_id,
+                None if r.quantity is None else rules.qty_scale.parse(r.quantity),
+                None if r.price is None else rules.price_scale.parse(r.price),
+            )
+        except NumberFormatError as exc:
+            self._reject(out, RequestKind.AMEND, r.order_id, r.user_id, (exc.reject, str(exc)))
+            return
+        self._amend(a, out)
+
+    # ------------------------------------------------------ admin and time
+
+    def _set_state(self, c: SetTradingState, out: list[Execution]) -> None:
+        if c.reference_price is not None and c.reference_price <= 0:
+            problem = (RejectCode.VALIDATION_PRICE_NOT_POSITIVE, "reference price must be > 0")
+            self._reject(out, RequestKind.ADMIN, None, None, problem)
+            return
+        old = self.trading_state
+        self.trading_state = c.state
+        if c.reference_price is not None:
+            self.reference_price = c.reference_price
+        self.seq += 1
+        out.append(TradingStateChanged(self.seq, old, c.state, self.reference_price))
+
+    def _tick(self, c: TimeTick, out: list[Execution]) -> None:
+        if c.now < self.now:
+            problem = (RejectCode.VALIDATION_TIME_BACKWARDS, f"{c.now} < {self.now}")
+            self._reject(out, RequestKind.TIME_TICK, None, None, problem)
+            return
+        self.now = c.now
+        heap = self.expiry
+        while heap and heap[0][0] <= c.now:
+            _, seq, oid = heapq.heappop(heap)
+            o = self.orders.get(oid)
+            if o is None or o.seq != seq:
+                continue  # lazily deleted: the order ended earlier
+            reason = EndReason.DAY_EXPIRY if o.tif is TimeInForce.DAY else EndReason.GTD_EXPIRY
+            self._end(o, OrderStatus.EXPIRED, reason, out)
+
+    # --------------------------------------------------- state and checks
+
+    def iter_orders(self) -> Iterator[Order]:
+        """Live orders in canonical order: bids, asks (priority order), then stops by seq."""
+        yield from self.book.iter_side(Side.BUY)
+        yield from self.book.iter_side(Side.SELL)
+        for seq in sorted(self.pending):
+            yield self.pending[seq]
+
+    def header(self) -> dict[str, Any]:
+        """Everything but the orders and the dedup window (small; persist per command)."""
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "symbol": self.symbol,
+            "rules": self.rules.to_dict(),
+            "seq": self.seq,
+            "now": self.now,
+            "prio": self.prio,
+            "last_price": self.last_price,
+            "reference_price": self.reference_price,
+            "trading_state": self.trading_state.value,
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state as JSON-able plain data (see docs/matching.md)."""
+        snap = self.header()
+        snap["order_fields"] = list(STATE_FIELDS)
+        snap["orders"] = [o.state_list() for o in self.iter_orders()]
+        snap["recent_order_ids"] = list(self.recent)
+        return snap
+
+    def state_hash(self) -> str:
+        return hash_snapshot(self.snapshot())
+
+    @classmethod
+    def restore(cls, snapshot: dict[str, Any], *, book: BookLike | None = None) -> MatchingEngine:
+        """Rebuild from ``snapshot()`` output (orders already in canonical order)."""
+        if snapshot.get("format") != SNAPSHOT_FORMAT:
+            raise SnapshotError(f"unknown snapshot format {snapshot.get('format')!r}")
+        if snapshot.get("order_fields") != list(STATE_FIELDS):
+            raise SnapshotError("order_fields differ from this version's STATE_FIELDS")
+        engine = cls(SymbolRules.from_dict(snapshot["rules"]), book=book)
+        engine._load_header(snapshot)
+        engine._load_orders(Order.from_state_list(s) for s in snapshot["orders"])
+        engine._load_recent(snapshot["recent_order_ids"])
+        return engine
+
+    @classmethod
+    def from_states(
+        cls,
+        header: dict[str, Any],
+        order_states: Iterable[dict[str, Any]],
+        recent_order_ids: Iterable[str] = (),
+        *,
+        book: BookLike | None = None,
+    ) -> MatchingEngine:
+        """Rebuild from a header and per-order state dicts in any order (per-order tables)."""
+        orders = [Order.from_state(d) for d in order_states]
+        orders.sort(key=_canonical_key)
+        return cls.restore(
+            {
+                **header,
+                "order_fields": list(STATE_FIELDS),
+                "orders": [o.state_list() for o in orders],
+                "recent_order_ids": list(recent_order_ids),
+            },
+            book=book,
+        )
+
+    def _load_header(self, h: dict[str, Any]) -> None:
+        self.seq, self.now, self.prio = h["seq"], h["now"], h["prio"]
+        self.last_price, self.reference_price = h["last_price"], h["reference_price"]
+        self.trading_state = TradingState(h["trading_state"])
+
+    def _load_orders(self, orders: Iterable[Order]) -> None:
+        for o in orders:
+            if o.where == IN_BOOK:
+                self.book.add(o)
+            elif o.where == IN_STOPS:
+                self._add_stop(o)
+            else:
+                raise SnapshotError(f"order {o.order_id} is neither resting nor pending")
+            self._register(o)
+            if o.expire_at is not None:
+                self.expiry.append((o.expire_at, o.seq, o.order_id))
+        heapq.heapify(self.expiry)
+
+    def _load_recent(self, ids: Iterable[str]) -> None:
+        self.recent = deque(ids)
+        self.recent_set = set(self.recent)
+
+    def validate(self) -> None:
+        """Check every internal invariant; raise InvariantError listing what broke."""
+        errs = self.book.problems()
+        seen: dict[str, Order] = {}
+        for o in self.iter_orders():
+            if o.order_id in seen:
+                errs.append(f"order {o.order_id} appears twice")
+            seen[o.order_id] = o
+            errs.extend(self._order_problems(o))
+        if seen.keys() != self.orders.keys():
+            errs.append("orders index differs from book + pending stops")
+        users = {(o.user_id, oid) for oid, o in self.orders.items()}
+        if users != {(u, oid) for u, mine in self.user_orders.items() for oid in mine}:
+            errs.append("user index differs from orders")
+        coids = {
+            (o.user_id, o.client_order_id): oid
+            for oid, o in self.orders.items()
+            if o.client_order_id is not None
+        }
+        if coids != self.client_ids:
+            errs.append("client order id index differs from orders")
+        stops = sorted((o.stop_price, o.seq) for o in self.pending.values() if o.side is Side.BUY)
+        if stops != self.buy_stops:
+            errs.append("buy stop index differs")
+        stops = sorted((o.stop_price, o.seq) for o in self.pending.values() if o.side is Side.SELL)
+        if stops != self.sell_stops:
+            errs.append("sell stop index differs")
+        if self._next_triggered() is not None:
+            errs.append("a pending stop is left triggered")
+        if self.recent_set != set(self.recent) or len(self.recent) > self.rules.dedup_window:
+            errs.append("dedup window inconsistent")
+        if errs:
+            raise InvariantError("; ".join(errs[:20]))
+
+    def _order_problems(self, o: Order) -> list[str]:
+        errs: list[str] = []
+        if o.seq > self.seq or o.prio > self.prio:
+            errs.append(f"{o.order_id}: seq/prio from the future")
+        q = o.quantity
+        if q is None:
+            if o.where != IN_STOPS or o.funds is None:
+                errs.append(f"{o.order_id}: only a pending stop buy may lack a quantity")
+        elif q != o.filled + o.remaining + o.cancelled or o.remaining <= 0:
+            errs.append(f"{o.order_id}: quantity not conserved")
+        if o.where == IN_STOPS:
+            if o.status is not OrderStatus.PENDING or o.filled:
+                errs.append(f"{o.order_id}: pending stop with wrong status")
+        elif o.status is not (OrderStatus.OPEN if o.filled == 0 else OrderStatus.PARTIALLY_FILLED):
+            errs.append(f"{o.order_id}: resting order with wrong status {o.status}")
+        if o.side is Side.BUY:
+            if o.price is None:
+                if o.reserved != o.funds:
+                    errs.append(f"{o.order_id}: stop buy hold != funds")
+            elif o.reserved - o.spent < o.price * o.remaining:
+                errs.append(f"{o.order_id}: buy hold cannot cover the rest")
+        elif o.reserved - o.filled != o.remaining + o.cancelled:
+            errs.append(f"{o.order_id}: sell hold != unfilled lots")
+        return errs
+
+
+def _canonical_key(o: Order) -> tuple[int, int, int, int]:
+    if o.where == IN_BOOK:
+        assert o.price is not None
+        if o.side is Side.BUY:
+            return (0, 0, -o.price, o.prio)
+        return (0, 1, o.price, o.prio)
+    return (1, 0, 0, o.seq)
+
+
+def canonical_json(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def hash_snapshot(snapshot: dict[str, Any]) -> str:
+    """sha256 hex of the canonical JSON of a snapshot: equal states, equal hashes."""
+    return hashlib.sha256(canonical_json(snapshot)).hexdigest()

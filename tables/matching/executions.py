@@ -1,0 +1,181 @@
+"""Execution records: one per outcome, each with the next per-symbol ``seq``.
+
+Units: prices in ticks, quantities in lots, quote amounts in quote units
+(tick * step). ``reserved``/``release`` are in the asset the order holds:
+quote units for buys, lots for sells.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from trade_engine.tables.matching.codes import EndReason, RejectCode
+from trade_engine.tables.matching.enums import (
+    OrderStatus,
+    OrderType,
+    RequestKind,
+    Side,
+    StpMode,
+    TimeInForce,
+    TradingState,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The order passed every check; ``reserved`` is the hold it needs. Status OPEN or PENDING."""
+
+    kind: ClassVar[str] = "ACCEPTED"
+    seq: int
+    order_id: str
+    user_id: str
+    client_order_id: str | None
+    side: Side
+    order_type: OrderType
+    tif: TimeInForce
+    price: int | None
+    stop_price: int | None
+    quantity: int | None
+    funds: int | None
+    expire_at: int | None
+    stp: StpMode
+    post_only: bool
+    reserved: int
+    status: OrderStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A refused command; the state is unchanged. For PLACE, ``release`` is the hold to void."""
+
+    kind: ClassVar[str] = "REJECTED"
+    seq: int
+    request: RequestKind
+    order_id: str | None
+    user_id: str | None
+    code: RejectCode
+    message: str
+    release: int
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """A fill at the maker's price. ``buyer_fee`` in lots (base), ``seller_fee`` in quote units."""
+
+    kind: ClassVar[str] = "TRADE"
+    seq: int
+    trade_id: str
+    symbol: str
+    price: int
+    quantity: int
+    quote_quantity: int
+    taker_side: Side
+    taker_order_id: str
+    taker_user_id: str
+    maker_order_id: str
+    maker_user_id: str
+    buyer_fee: int
+    seller_fee: int
+    taker_remaining: int
+    maker_remaining: int
+
+    @property
+    def is_buyer_maker(self) -> bool:
+        return self.taker_side is Side.SELL
+
+    @property
+    def buyer_order_id(self) -> str:
+        return self.maker_order_id if self.taker_side is Side.SELL else self.taker_order_id
+
+    @property
+    def seller_order_id(self) -> str:
+        return self.taker_order_id if self.taker_side is Side.SELL else self.maker_order_id
+
+    @property
+    def buyer_user_id(self) -> str:
+        return self.maker_user_id if self.taker_side is Side.SELL else self.taker_user_id
+
+    @property
+    def seller_user_id(self) -> str:
+        return self.taker_user_id if self.taker_side is Side.SELL else self.maker_user_id
+
+
+@dataclass(frozen=True, slots=True)
+class Triggered:
+    """A pending stop became active (status OPEN) because of ``last_price``."""
+
+    kind: ClassVar[str] = "TRIGGERED"
+    seq: int
+    order_id: str
+    user_id: str
+    stop_price: int
+    last_price: int
+
+
+@dataclass(frozen=True, slots=True)
+class Amended:
+    """New price/quantity; ``reserve_delta`` = new hold - old hold (may be negative)."""
+
+    kind: ClassVar[str] = "AMENDED"
+    seq: int
+    order_id: str
+    user_id: str
+    price: int
+    quantity: int
+    remaining: int
+    reserved: int
+    reserve_delta: int
+    priority_kept: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StpPrevented:
+    """Self-trade prevention fired; ``quantity`` is what would have traded at ``price``."""
+
+    kind: ClassVar[str] = "STP_PREVENTED"
+    seq: int
+    mode: StpMode
+    user_id: str
+    taker_order_id: str
+    maker_order_id: str
+    price: int
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderEnded:
+    """Final status (FILLED/CANCELLED/EXPIRED). ``release`` = ``reserved`` - used hold."""
+
+    kind: ClassVar[str] = "ORDER_ENDED"
+    seq: int
+    order_id: str
+    user_id: str
+    status: OrderStatus
+    reason: EndReason
+    filled: int
+    quote_filled: int
+    cancelled: int
+    reserved: int
+    release: int
+
+
+@dataclass(frozen=True, slots=True)
+class TradingStateChanged:
+    kind: ClassVar[str] = "TRADING_STATE"
+    seq: int
+    old: TradingState
+    new: TradingState
+    reference_price: int | None
+
+
+Execution = (
+    Accepted
+    | Rejected
+    | Trade
+    | Triggered
+    | Amended
+    | StpPrevented
+    | OrderEnded
+    | TradingStateChanged
+)

@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test up down status lint typecheck pytest unit bench-baseline bench-matching lock clean
+.PHONY: run test up down status lint typecheck pytest unit crash-test bench-baseline bench-matching bench-e2e lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version}"'
@@ -18,11 +18,17 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-## The main job: the local stack and the pipeline.
+## The main job: the local stack, then a demo market through the whole pipeline (Ctrl-C stops).
+RATE ?= 2000
 run: $(STAMP)
 	bash ops/stack.sh up
 	$(BIN)/trade-engine check
-	bash ops/stack.sh status
+	$(BIN)/trade-engine demo --rate $(RATE)
+
+## Kill matcher workers during seeded runs; trades must equal an offline replay.
+crash-test: $(STAMP)
+	bash ops/kafka/kafka.sh up
+	$(BIN)/python ops/crash_test.py
 
 ## Lint, types, then every test (the broker-backed ones start the local stack).
 test: lint typecheck pytest

@@ -14,7 +14,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from trade_engine.agents.cli import add_agent_commands
 from trade_engine.config import CONFIG_FILE_ENV, Settings, load_settings
+from trade_engine.connectors.cli import add_connector_commands
 from trade_engine.errors import ConfigError
 
 OPS_DIR = Path(__file__).resolve().parent / "ops"
@@ -69,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", metavar="FILE", help=f"YAML settings file (env {CONFIG_FILE_ENV})"
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_config, _add_check, _add_dev):
+    for add in (_add_config, _add_check, _add_dev, add_agent_commands, add_connector_commands):
         add(sub)
     return parser
 

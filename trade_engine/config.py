@@ -109,6 +109,72 @@ class WalletSettings(_Section):
     max_retries: int = Field(default=5, ge=0)
 
 
+class SymbolSettings(_Section):
+    """One tradable symbol. Amounts are decimal strings, exactly as on the wire."""
+
+    symbol: str = Field(pattern=r"^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}$")
+    tick_size: str
+    step_size: str
+    min_qty: str | None = None
+    min_notional: str = "0"
+    price_band_pct: int = Field(default=0, ge=0, le=100)
+    max_open_orders: int = Field(default=0, ge=0)
+    maker_fee_rate: str = "0.001"
+    taker_fee_rate: str = "0.002"
+    reference_price: str | None = None
+
+    @property
+    def base_asset(self) -> str:
+        return self.symbol.split("/")[0]
+
+    @property
+    def quote_asset(self) -> str:
+        return self.symbol.split("/")[1]
+
+
+def _demo_symbols() -> list[SymbolSettings]:
+    specs = [
+        ("BTC/USDT", "0.01", "0.00001", "50000.00"),
+        ("ETH/USDT", "0.01", "0.0001", "3000.00"),
+        ("SOL/USDT", "0.001", "0.001", "150.000"),
+        ("BNB/USDT", "0.01", "0.001", "600.00"),
+        ("XRP/USDT", "0.0001", "0.1", "0.6000"),
+        ("ADA/USDT", "0.0001", "0.1", "0.4500"),
+        ("DOGE/USDT", "0.00001", "1", "0.15000"),
+        ("LTC/USDT", "0.01", "0.001", "80.00"),
+    ]
+    return [
+        SymbolSettings(
+            symbol=symbol,
+            tick_size=tick,
+            step_size=step,
+            reference_price=ref,
+            min_notional="1",
+            price_band_pct=20,
+            max_open_orders=1000,
+        )
+        for symbol, tick, step, ref in specs
+    ]
+
+
+class MarketSettings(_Section):
+    symbols: list[SymbolSettings] = Field(default_factory=_demo_symbols, min_length=1)
+
+    @field_validator("symbols")
+    @classmethod
+    def _unique(cls, value: list[SymbolSettings]) -> list[SymbolSettings]:
+        names = [s.symbol for s in value]
+        if len(set(names)) != len(names):
+            raise ValueError("symbols must be unique")
+        return value
+
+    def get(self, symbol: str) -> SymbolSettings | None:
+        for spec in self.symbols:
+            if spec.symbol == symbol:
+                return spec
+        return None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TE_",
@@ -122,6 +188,7 @@ class Settings(BaseSettings):
     postgres: PostgresSettings = PostgresSettings()
     rabbitmq: RabbitMQSettings = RabbitMQSettings()
     wallet: WalletSettings = WalletSettings()
+    market: MarketSettings = MarketSettings()
     state_dir: Path = Path(".state")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_port: int = Field(default=9464, ge=0, le=65535)
@@ -150,6 +217,7 @@ class Settings(BaseSettings):
             "executions": f"{p}executions",
             "trades": f"{p}trades",
             "dead_letter": f"{p}dead-letter",
+            "matcher_changelog": f"{p}matcher.changelog",
         }
 
     def redacted(self) -> dict[str, Any]:

@@ -1,0 +1,97 @@
+"""``trade-engine matcher ...`` and ``trade-engine replay``: running and checking the matcher."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+
+from trade_engine.config import Settings
+
+
+def _cmd_matcher_run(args: argparse.Namespace, settings: Settings) -> int:
+    from trade_engine import logs, metrics
+    from trade_engine.agents.matcher import MatcherWorker
+    from trade_engine.streams.topics import create_topics
+
+    logs.configure(settings.log_level)
+    create_topics(settings)
+    metrics.serve(args.metrics_port if args.metrics_port is not None else settings.metrics_port)
+    worker = MatcherWorker(
+        settings,
+        args.worker_id or f"{socket.gethostname()}-{os.getpid()}",
+        batch_size=args.batch_size,
+    )
+    worker.install_signal_handlers()
+    worker.run(max_idle_s=args.exit_when_idle)
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from trade_engine.agents.replay import compare
+
+    result = compare(settings)
+    for report in result.partitions:
+        print(json.dumps(report.as_dict()))
+    if not result.ok:
+        print("replay: the pipeline's records differ from the replay", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_agent_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    matcher = sub.add_parser("matcher", help="the matching worker")
+    matcher_sub = matcher.add_subparsers(dest="matcher_command", required=True)
+    run = matcher_sub.add_parser("run", help="consume te.commands.accepted and match")
+    run.add_argument("--worker-id", help="stable id: names the transactional id and local state")
+    run.add_argument("--batch-size", type=int, default=2000)
+    run.add_argument("--metrics-port", type=int, default=None)
+    run.add_argument(
+        "--exit-when-idle", type=float, default=None, metavar="SECONDS", help="for tests"
+    )
+    run.set_defaults(handler=_cmd_matcher_run)
+
+    replay = sub.add_parser(
+        "replay",
+        help="re-match te.commands.accepted offline and compare with te.executions/te.trades",
+    )
+    replay.set_defaults(handler=_cmd_replay)
+    add_stage_commands(sub)
+    add_demo_command(sub)
+
+
+def _cmd_validation_run(args: argparse.Namespace, settings: Settings) -> int:
+    from trade_engine import logs, metrics
+    from trade_engine.agents.validation import build
+    from trade_engine.streams.topics import create_topics
+
+    logs.configure(settings.log_level)
+    create_topics(settings)
+    metrics.serve(args.metrics_port if args.metrics_port is not None else 0)
+    app = build(settings)
+    sys.argv = [sys.argv[0], "worker", "-l", "warn", "--without-web"]
+    app.main()
+
+
+def add_stage_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    stage = sub.add_parser("validation", help="the validation stage (a Faust worker)")
+    stage_sub = stage.add_subparsers(dest="validation_command", required=True)
+    run = stage_sub.add_parser("run", help="te.commands -> te.commands.accepted")
+    run.add_argument("--metrics-port", type=int, default=None)
+    run.set_defaults(handler=_cmd_validation_run)
+
+
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from trade_engine.ops.demo import run_demo
+
+    return run_demo(settings, args.rate, args.seed, args.duration)
+
+
+def add_demo_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = sub.add_parser("demo", help="the main job: a demo market through the whole pipeline")
+    demo.add_argument("--rate", type=float, default=2000.0, help="orders/s offered")
+    demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument("--duration", type=float, default=None, metavar="SECONDS")
+    demo.set_defaults(handler=_cmd_demo)

@@ -1,0 +1,390 @@
+"""The matcher: ``te.commands.accepted`` in, ``te.executions`` and ``te.trades`` out.
+
+Exactly-once effects come from a Kafka transaction the engine drives itself,
+one per consumed batch, holding everything the batch caused:
+
+1. the execution and trade records,
+2. the book-state changes (changelog topic),
+3. the consumer offsets of the inputs (``send_offsets_to_transaction`` with the
+   consumer's group metadata, so a member fenced by a rebalance cannot commit).
+
+Commit order, per batch: apply commands in memory -> produce outputs ->
+produce changelog -> send offsets -> commit -> write the local RocksDB store.
+A crash anywhere before the commit aborts everything (read_committed readers
+never see it) and the inputs are re-read from the committed position; a crash
+after it leaves the local store behind the changelog, which a restart reads.
+On any transaction failure the partition's books are rebuilt from the store
+(which holds only committed state) and the consumer rewinds to their position.
+
+Faust's ``exactly_once`` guarantee is not used: its changelog and offset
+commits are not atomic with our outputs (see docs/recovery.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from trade_engine import metrics
+from trade_engine.agents.matching_stage import (
+    DEAD_LETTER,
+    EXECUTIONS,
+    STAGE,
+    CorePanicError,
+    Output,
+    StageCounters,
+    match_record,
+)
+from trade_engine.config import Settings
+from trade_engine.streams.records import ConsumedRecord, is_partition_eof
+from trade_engine.tables.durable import Changes, PartitionBooks
+from trade_engine.tables.matching.rules import SymbolRules
+from trade_engine.tables.store import LocalStore
+from trade_engine.tables.symbols import rules_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class MatcherTopics:
+    input: str
+    executions: str
+    trades: str
+    changelog: str
+    dead_letter: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MatcherTopics:
+        names = settings.topic_names
+        return cls(
+            input=names["accepted"],
+            executions=names["executions"],
+            trades=names["trades"],
+            changelog=names["matcher_changelog"],
+            dead_letter=names["dead_letter"],
+        )
+
+
+class MatcherWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        worker_id: str,
+        *,
+        batch_size: int = 2000,
+        batch_timeout_s: float = 0.02,
+        topics: MatcherTopics | None = None,
+        group_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.worker_id = worker_id
+        self.topics = topics or MatcherTopics.from_settings(settings)
+        self.group_id = group_id or f"{settings.topics.prefix}matcher"
+        self.batch_size = batch_size
+        self.batch_timeout_s = batch_timeout_s
+        self.rules: dict[str, SymbolRules] = {
+            spec.symbol: rules_for(spec) for spec in settings.market.symbols
+        }
+        self.state_root = Path(settings.state_dir) / "matcher" / self.group_id / worker_id
+        self.books: dict[int, PartitionBooks] = {}
+        self.stores: dict[int, LocalStore] = {}
+        self.poison: set[tuple[int, int]] = set()
+        self._changelog_offsets: dict[int, int] = {}
+        self._running = True
+        kafka = settings.kafka.librdkafka()
+        self.consumer = Consumer(
+            {
+                **kafka,
+                "group.id": self.group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "partition.assignment.strategy": "range",
+                # Static membership: a worker restarted under the same id takes its
+                # partitions back at once instead of waiting out a rebalance; a
+                # worker that stays dead loses them after the session timeout.
+                "group.instance.id": worker_id,
+                "session.timeout.ms": 6000,
+                "heartbeat.interval.ms": 1000,
+                "fetch.wait.max.ms": 10,
+                "queued.min.messages": 20000,
+            }
+        )
+        self.producer = Producer(
+            {
+                **kafka,
+                "transactional.id": f"{self.group_id}-{worker_id}",
+                # A killed worker's open transaction blocks readers until this expires.
+                "transaction.timeout.ms": 10000,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 2,
+                "compression.type": "lz4",
+                "partitioner": "murmur2_random",
+            }
+        )
+
+    # --------------------------------------------------------- lifecycle
+
+    def run(self, max_idle_s: float | None = None) -> None:
+        """Consume until stopped (SIGTERM/SIGINT) or idle for ``max_idle_s``."""
+        self.producer.init_transactions(30)
+        self.consumer.subscribe(
+            [self.topics.input],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        log.info("matcher started", extra={"worker": self.worker_id, "group": self.group_id})
+        idle_since = time.monotonic()
+        try:
+            while self._running:
+                messages = self.consumer.consume(self.batch_size, self.batch_timeout_s)
+                if not messages:
+                    if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                        break
+                    continue
+                idle_since = time.monotonic()
+                self._process_batch(messages)
+        finally:
+            self.close()
+
+    def stop(self, *_: Any) -> None:
+        self._running = False
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def close(self) -> None:
+        try:
+            self.consumer.close()
+        finally:
+            for store in self.stores.values():
+                store.close()
+            self.stores.clear()
+            self.books.clear()
+
+    # --------------------------------------------------------- rebalance
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            books = self._restore(tp.partition)
+            tp.offset = books.position if books.position > 0 else OFFSET_BEGINNING
+        metrics.ASSIGNED_PARTITIONS.set(len(self.books))
+        consumer.assign(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.books.pop(tp.partition, None)
+            store = self.stores.pop(tp.partition, None)
+            if store is not None:
+                store.close()
+        metrics.ASSIGNED_PARTITIONS.set(len(self.books))
+
+    def _restore(self, partition: int) -> PartitionBooks:
+        """Books of ``partition`` = local store + the changelog past it (read_committed)."""
+        started = time.monotonic()
+        store = self.stores.get(partition)
+        if store is None:
+            store = self.stores[partition] = LocalStore(self.state_root / f"p{partition}")
+        read = self._catch_up(store, partition)
+        books = PartitionBooks.restore(partition, self.rules, store.items())
+        self.books[partition] = books
+        metrics.RECOVERY_SECONDS.observe(time.monotonic() - started)
+        log.info(
+            "partition restored",
+            extra={
+                "partition": partition,
+                "position": books.position,
+                "symbols": sorted(books.books),
+                "changelog_records": read,
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
+        return books
+
+    def _catch_up(self, store: LocalStore, partition: int) -> int:
+        reader = Consumer(
+            {
+                **self.settings.kafka.librdkafka(),
+                "group.id": f"{self.group_id}-restore",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+            }
+        )
+        try:
+            tp = TopicPartition(self.topics.changelog, partition)
+            # With read_committed this is the last stable offset: nothing after it
+            # can be part of a committed transaction yet.
+            _, end = reader.get_watermark_offsets(tp, timeout=30)
+            start = store.changelog_offset() + 1
+            if start >= end:
+                return 0
+            reader.assign([TopicPartition(self.topics.changelog, partition, start)])
+            changes: dict[bytes, bytes | None] = {}
+            last = start - 1
+            read = 0
+            while last + 1 < end:
+                msg = reader.poll(5.0)
+                if msg is None:
+                    position = reader.position([tp])[0].offset
+                    if position >= end:  # only aborted records or markers were left
+                        break
+                    continue
+                if is_partition_eof(msg):
+                    break
+                record = ConsumedRecord.from_message(msg)
+                if record.key is not None:
+                    changes[record.key] = record.value
+                last = record.offset
+                read += 1
+            if changes:
+                store.write(changes, last)
+            metrics.RECOVERY_RECORDS.inc(read)
+            return read
+        finally:
+            reader.close()
+
+    # ------------------------------------------------------------ batches
+
+    def _process_batch(self, messages: list[Message]) -> None:
+        started = time.monotonic()
+        by_partition: dict[int, list[ConsumedRecord]] = defaultdict(list)
+        for msg in messages:
+            if msg.error() is not None:
+                if not is_partition_eof(msg):
+                    log.warning("consumer error", extra={"error": str(msg.error())})
+                continue
+            record = ConsumedRecord.from_message(msg)
+            by_partition[record.partition].append(record)
+        if not by_partition:
+            return
+        counters = StageCounters()
+        try:
+            self.producer.begin_transaction()
+            changes = self._apply(by_partition, counters)
+            offsets = [
+                TopicPartition(self.topics.input, p, self.books[p].position) for p in changes
+            ]
+            self.producer.send_offsets_to_transaction(
+                offsets, self.consumer.consumer_group_metadata(), 30
+            )
+            self.producer.commit_transaction(30)
+        except CorePanicError as exc:
+            log.error(
+                "core failed on an input; it will be dead-lettered",
+                extra={"partition": exc.partition, "offset": exc.offset, "error": repr(exc.cause)},
+            )
+            self.poison.add((exc.partition, exc.offset))
+            self._abort_and_rewind(list(by_partition), "core_panic")
+            return
+        except KafkaException as exc:
+            error = exc.args[0]
+            if isinstance(error, KafkaError) and error.fatal():
+                log.critical("fatal producer error; exiting", extra={"error": str(error)})
+                raise
+            log.warning("transaction failed; rewinding", extra={"error": str(error)})
+            self._abort_and_rewind(list(by_partition), "kafka")
+            return
+        self.producer.poll(0)  # serve delivery reports: the changelog offsets below
+        for partition, partition_changes in changes.items():
+            store = self.stores.get(partition)
+            if store is not None:
+                store.write(partition_changes, self._changelog_offsets.get(partition, -1))
+        metrics.BATCH_SECONDS.observe(time.monotonic() - started)
+        metrics.BATCH_SIZE.observe(len(messages))
+        _publish(counters)
+
+    def _apply(
+        self, by_partition: dict[int, list[ConsumedRecord]], counters: StageCounters
+    ) -> dict[int, Changes]:
+        """Match every record of the batch, producing outputs and changelog inside the open
+        transaction; return the state changes per partition."""
+        changes: dict[int, Changes] = {}
+        for partition, batch in by_partition.items():
+            books = self.books.get(partition)
+            if books is None:
+                continue  # revoked while the batch was in flight
+            for record in batch:
+                offset = record.offset
+                if offset < books.position:
+                    continue  # already applied: re-delivered after a rewind
+                books.position = offset + 1
+                poisoned = (partition, offset) in self.poison
+                self._emit(match_record(books, record, counters, poisoned=poisoned), partition)
+            changes[partition] = books.take_changes()
+            for key, value in changes[partition].items():
+                self.producer.produce(
+                    self.topics.changelog,
+                    key=key,
+                    value=value,
+                    partition=partition,
+                    on_delivery=self._changelog_delivered,
+                )
+        return changes
+
+    def _changelog_delivered(self, err: KafkaError | None, msg: Message) -> None:
+        partition, offset = msg.partition(), msg.offset()
+        if (
+            err is None
+            and partition is not None
+            and offset is not None
+            and offset > self._changelog_offsets.get(partition, -1)
+        ):
+            self._changelog_offsets[partition] = offset
+
+    def _abort_and_rewind(self, partitions: list[int], reason: str) -> None:
+        metrics.TRANSACTIONS_ABORTED.labels(reason).inc()
+        try:
+            self.producer.abort_transaction(30)
+        except KafkaException as exc:
+            if exc.args[0].fatal():
+                raise
+        positions = []
+        for partition in partitions:
+            if partition in self.books:
+                books = self._restore(partition)
+                positions.append(TopicPartition(self.topics.input, partition, books.position))
+        for tp in positions:
+            self.consumer.seek(tp)
+
+    def _emit(self, outputs: list[Output], partition: int) -> None:
+        produce = self.producer.produce
+        for out in outputs:
+            if out.role == DEAD_LETTER:
+                produce(self.topics.dead_letter, key=out.key, value=out.value, headers=out.headers)
+            else:
+                topic = self.topics.executions if out.role == EXECUTIONS else self.topics.trades
+                produce(topic, key=out.key, value=out.value, partition=partition)
+
+
+def _publish(counters: StageCounters) -> None:
+    for kind, n in counters.executions.items():
+        metrics.EXECUTIONS.labels(kind).inc(n)
+    for symbol, n in counters.trades.items():
+        metrics.TRADES.labels(symbol).inc(n)
+    for symbol, n in counters.commands.items():
+        metrics.COMMANDS.labels(symbol, "applied").inc(n)
+    for code, n in counters.dead_letters.items():
+        metrics.DEAD_LETTERS.labels(STAGE, code).inc(n)

@@ -1,0 +1,130 @@
+"""The matcher's pure step: one input record and the partition's books -> output records.
+
+No I/O here: the worker (``agents.matcher``) and the offline replay
+(``agents.replay``) call the same function, so a replay reproduces the
+pipeline's records byte for byte.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+from trade_engine.streams.codec import Headers, decode_command, header
+from trade_engine.streams.commands import to_core
+from trade_engine.streams.exceptions import DecodeError
+from trade_engine.streams.executions import dumps, execution_message, trade_message
+from trade_engine.streams.records import ConsumedRecord
+from trade_engine.tables.durable import PartitionBooks
+from trade_engine.tables.matching.exceptions import MatchingError
+from trade_engine.tables.matching.executions import Trade
+
+log = logging.getLogger(__name__)
+
+EXECUTIONS, TRADES, DEAD_LETTER = "executions", "trades", "dead_letter"
+STAGE = "matcher"
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    role: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers | None = None
+
+
+@dataclass
+class StageCounters:
+    """Per-batch tallies, folded into Prometheus once per batch (not per record)."""
+
+    executions: Counter[str] = field(default_factory=Counter)
+    trades: Counter[str] = field(default_factory=Counter)
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    commands: Counter[str] = field(default_factory=Counter)
+
+
+class CorePanicError(Exception):
+    """The matching core raised on one input: a bug. The worker undoes the batch and
+    dead-letters that input on the retry, so one record cannot stop a partition."""
+
+    def __init__(self, partition: int, offset: int, cause: BaseException) -> None:
+        super().__init__(f"partition {partition} offset {offset}: {cause!r}")
+        self.partition = partition
+        self.offset = offset
+        self.cause = cause
+
+
+def match_record(
+    books: PartitionBooks,
+    record: ConsumedRecord,
+    counters: StageCounters,
+    *,
+    poisoned: bool = False,
+) -> list[Output]:
+    """Apply one input to the books; return what must be published for it."""
+    if poisoned:
+        return [
+            _dead_letter(record, "ENGINE_ERROR", "the matching core failed on this input", counters)
+        ]
+    try:
+        command = decode_command(record.value)
+    except DecodeError as exc:
+        return [_dead_letter(record, exc.code, str(exc), counters)]
+    symbol = command.symbol
+    if record.key is None or record.key != symbol.encode():
+        return [
+            _dead_letter(record, "KEY_SYMBOL_MISMATCH", f"key {record.key!r} != {symbol}", counters)
+        ]
+    engine = books.engine(symbol)
+    if engine is None:
+        return [_dead_letter(record, "UNKNOWN_SYMBOL", f"{symbol} is not configured", counters)]
+    rules = engine.rules
+    try:
+        core_command = to_core(command, rules)
+    except MatchingError as exc:
+        return [_dead_letter(record, "DECODE_INVALID", str(exc), counters)]
+    try:
+        records = engine.apply(core_command)
+    except Exception as exc:
+        raise CorePanicError(record.partition, record.offset, exc) from exc
+    books.note(symbol, records)
+    key = record.key
+    outputs = []
+    for execution in records:
+        message = execution_message(
+            execution, rules, record.partition, record.offset, record.timestamp_ms
+        )
+        outputs.append(Output(EXECUTIONS, key, dumps(message)))
+        counters.executions[execution.kind] += 1
+        if isinstance(execution, Trade):
+            outputs.append(Output(TRADES, key, dumps(trade_message(message))))
+            counters.trades[symbol] += 1
+    counters.commands[symbol] += 1
+    return outputs
+
+
+def _dead_letter(record: ConsumedRecord, code: str, reason: str, counters: StageCounters) -> Output:
+    counters.dead_letters[code] += 1
+    log.warning(
+        "input dead-lettered",
+        extra={
+            "stage": STAGE,
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "code": code,
+            "reason": reason,
+            "trace_id": header(record.headers, "trace_id"),
+        },
+    )
+    headers: Headers = [
+        *(record.headers or []),
+        ("dlq.code", code.encode()),
+        ("dlq.reason", reason.encode()[:1000]),
+        ("dlq.stage", STAGE.encode()),
+        ("dlq.topic", record.topic.encode()),
+        ("dlq.partition", str(record.partition).encode()),
+        ("dlq.offset", str(record.offset).encode()),
+    ]
+    return Output(DEAD_LETTER, record.key, record.value, headers)

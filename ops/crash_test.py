@@ -1,0 +1,274 @@
+"""Crash test: SIGKILL matcher workers during a seeded run; trades must equal an offline replay.
+
+Scenarios (each on fresh topics and state):
+
+- ``kill``:        one worker, killed with SIGKILL at random points ``--kills`` times
+                   and restarted each time;
+- ``two-workers``: two workers share the partitions; one is killed and stays dead,
+                   so its partitions move to the survivor;
+- ``wipe-state``:  the worker is killed, its local RocksDB folder deleted, and it is
+                   restarted (state must come back from the changelog).
+
+After each, ``te.trades`` read with read_committed is compared with an
+uninterrupted offline replay of the same ``te.commands.accepted`` log. The last
+stdout line is one JSON object: kills, orders, trades, lost, duplicated,
+seq_gaps, hash_equal (and per-scenario details).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from trade_engine.agents.matcher import MatcherTopics
+from trade_engine.agents.replay import compare, read_partition
+from trade_engine.config import load_settings
+from trade_engine.connectors.loadgen import generate
+from trade_engine.streams.codec import encode, new_headers
+from trade_engine.streams.topics import create_topics
+
+
+def _log(message: str) -> None:
+    print(f"[crash-test] {message}", file=sys.stderr, flush=True)
+
+
+class Scenario:
+    def __init__(self, name: str, orders: int, symbols: int, partitions: int, seed: int) -> None:
+        self.name = name
+        self.seed = seed
+        self.orders = orders
+        self.prefix = f"crash-{name}-{uuid.uuid4().hex[:8]}."
+        self.state_dir = Path(tempfile.mkdtemp(prefix="te-crash-"))
+        self.env = {
+            **os.environ,
+            "TE_TOPICS__PREFIX": self.prefix,
+            "TE_TOPICS__PARTITIONS": str(partitions),
+            "TE_STATE_DIR": str(self.state_dir),
+            "TE_LOG_LEVEL": "WARNING",
+        }
+        self.settings = load_settings(
+            topics={"prefix": self.prefix, "partitions": partitions},
+            state_dir=self.state_dir,
+        )
+        self.symbols = [s.symbol for s in self.settings.market.symbols][:symbols]
+        self.topics = MatcherTopics.from_settings(self.settings)
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.kills = 0
+
+    def publish(self) -> None:
+        create_topics(self.settings)
+        specs = [s for s in self.settings.market.symbols if s.symbol in self.symbols]
+        producer = Producer(
+            {
+                **self.settings.kafka.librdkafka(),
+                "partitioner": "murmur2_random",
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 20,
+            }
+        )
+        for command in generate(self.orders, self.seed, specs):
+            producer.produce(
+                self.topics.input, key=command.symbol, value=encode(command), headers=new_headers()
+            )
+            producer.poll(0)
+        producer.flush(60)
+        _log(f"{self.name}: published {self.orders} commands to {self.topics.input}")
+
+    def start(self, worker_id: str) -> None:
+        self.workers[worker_id] = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "trade_engine",
+                "matcher",
+                "run",
+                "--worker-id",
+                worker_id,
+                "--metrics-port",
+                "0",
+            ],
+            env=self.env,
+        )
+
+    def kill(self, worker_id: str) -> None:
+        proc = self.workers.pop(worker_id)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        self.kills += 1
+
+    def stop_all(self) -> None:
+        for proc in self.workers.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.workers.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.workers.clear()
+
+    def progress(self) -> tuple[int, int]:
+        """(committed input offsets, end offsets) summed over partitions."""
+        consumer = Consumer(
+            {**self.settings.kafka.librdkafka(), "group.id": f"{self.prefix}matcher"}
+        )
+        try:
+            tps = [
+                TopicPartition(self.topics.input, p) for p in range(self.settings.topics.partitions)
+            ]
+            committed = consumer.committed(tps, timeout=30)
+            done = sum(max(tp.offset, 0) for tp in committed)
+            end = sum(consumer.get_watermark_offsets(tp, timeout=30)[1] for tp in tps)
+            return done, end
+        finally:
+            consumer.close()
+
+    def wait_until_done(self, timeout_s: float = 600) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            done, end = self.progress()
+            if done >= end:
+                return
+            time.sleep(1)
+        raise TimeoutError(f"{self.name}: the matcher did not finish within {timeout_s}s")
+
+    def worker_state(self, worker_id: str) -> Path:
+        return self.state_dir / "matcher" / f"{self.prefix}matcher" / worker_id
+
+    def verdict(self) -> dict[str, Any]:
+        result = compare(self.settings, self.topics)
+        expected: set[str] = set()
+        actual: list[str] = []
+        for partition in result.expected_trades:
+            expected.update(json.loads(v)["trade_id"] for v in result.expected_trades[partition])
+            actual.extend(json.loads(v)["trade_id"] for v in result.actual_trades[partition])
+        return {
+            "scenario": self.name,
+            "kills": self.kills,
+            "orders": self.orders,
+            "trades": len(set(actual)),
+            "lost": len(expected - set(actual)),
+            "duplicated": len(actual) - len(set(actual)),
+            "unexpected": len(set(actual) - expected),
+            "seq_gaps": self.seq_gaps(),
+            "hash_equal": all(p.hash_equal for p in result.partitions),
+            "first_difference": next(
+                (p.first_difference for p in result.partitions if p.first_difference), None
+            ),
+        }
+
+    def seq_gaps(self) -> int:
+        """Gaps or repeats in each symbol's execution sequence as read_committed sees it."""
+        seqs: dict[str, list[int]] = defaultdict(list)
+        for partition in range(self.settings.topics.partitions):
+            for record in read_partition(self.settings, self.topics.executions, partition):
+                message = json.loads(record.value or b"{}")
+                seqs[message["symbol"]].append(message["seq"])
+        return sum(
+            1 for values in seqs.values() for index, seq in enumerate(values) if seq != index + 1
+        )
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def run_kill(sc: Scenario, kills: int, rng: random.Random) -> None:
+    sc.start("w1")
+    while sc.kills < kills:
+        time.sleep(rng.uniform(0.5, 2.5))
+        done, end = sc.progress()
+        if done >= end:
+            _log("kill: input exhausted before all kills; stopping early")
+            break
+        sc.kill("w1")
+        _log(f"kill: SIGKILL #{sc.kills} at {done}/{end}")
+        sc.start("w1")
+    sc.wait_until_done()
+
+
+def run_two_workers(sc: Scenario, rng: random.Random) -> None:
+    sc.start("w1")
+    sc.start("w2")
+    time.sleep(rng.uniform(3.0, 5.0))
+    done, end = sc.progress()
+    sc.kill("w2")
+    _log(f"two-workers: SIGKILL w2 at {done}/{end}; w1 takes its partitions")
+    sc.wait_until_done()
+
+
+def run_wipe_state(sc: Scenario, rng: random.Random) -> None:
+    sc.start("w1")
+    time.sleep(rng.uniform(2.0, 4.0))
+    sc.kill("w1")
+    shutil.rmtree(sc.worker_state("w1"), ignore_errors=True)
+    _log("wipe-state: killed w1 and deleted its RocksDB folder")
+    sc.start("w1")
+    sc.wait_until_done()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--orders", type=int, default=200_000)
+    parser.add_argument("--symbols", type=int, default=8)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=["kill", "two-workers", "wipe-state"],
+        help="default: all three",
+    )
+    args = parser.parse_args(argv)
+    rng = random.Random(args.seed)
+    results = []
+    for name in args.scenario or ["kill", "two-workers", "wipe-state"]:
+        sc = Scenario(name, args.orders, args.symbols, args.partitions, args.seed)
+        try:
+            sc.publish()
+            started = time.monotonic()
+            if name == "kill":
+                run_kill(sc, args.kills, rng)
+            elif name == "two-workers":
+                run_two_workers(sc, rng)
+            else:
+                run_wipe_state(sc, rng)
+            sc.stop_all()
+            verdict = sc.verdict()
+            verdict["seconds"] = round(time.monotonic() - started, 1)
+            _log(json.dumps(verdict))
+            results.append(verdict)
+        finally:
+            sc.stop_all()
+            sc.cleanup()
+    summary = {
+        "kills": sum(r["kills"] for r in results),
+        "orders": sum(r["orders"] for r in results),
+        "trades": sum(r["trades"] for r in results),
+        "lost": sum(r["lost"] for r in results),
+        "duplicated": sum(r["duplicated"] for r in results),
+        "seq_gaps": sum(r["seq_gaps"] for r in results),
+        "hash_equal": all(r["hash_equal"] for r in results),
+        "scenarios": results,
+    }
+    print(json.dumps(summary))
+    ok = summary["lost"] == summary["duplicated"] == summary["seq_gaps"] == 0
+    return 0 if ok and summary["hash_equal"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,193 @@
+"""The main job: a demo market flowing through the whole pipeline, watched live.
+
+``make run`` (or ``trade-engine demo``) starts the validation stage, the
+matcher and the seeded load generator as child processes on the local stack
+and prints, every two seconds: the rate of each topic, order->execution
+latency (from the command's log timestamp to its first execution record, as a
+read_committed reader sees it) and each stage's consumer lag. Ctrl-C stops
+everything cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import FrameType
+
+from confluent_kafka import Consumer
+
+from trade_engine.config import Settings
+from trade_engine.ops.lag import LagReader, engine_groups
+from trade_engine.streams.topics import create_topics
+
+REFRESH_S = 2.0
+
+
+@dataclass
+class LatencyWindow:
+    """Order->execution latencies of the last few seconds, in milliseconds."""
+
+    samples: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, value: float) -> None:
+        with self.lock:
+            self.samples.append(value)
+
+    def percentiles(self) -> tuple[float, float] | None:
+        with self.lock:
+            values = sorted(self.samples)
+            self.samples.clear()
+        if not values:
+            return None
+        return values[len(values) // 2], values[min(len(values) - 1, int(len(values) * 0.99))]
+
+
+def _watch_latency(settings: Settings, window: LatencyWindow, stop: threading.Event) -> None:
+    consumer = Consumer(
+        {
+            **settings.kafka.librdkafka(),
+            "group.id": f"demo-monitor-{uuid.uuid4().hex[:8]}",
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "latest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([settings.topic_names["executions"]])
+    try:
+        while not stop.is_set():
+            for msg in consumer.consume(1000, 0.5):
+                value = msg.value()
+                if msg.error() is not None or value is None:
+                    continue
+                # ACCEPTED/REJECTED are the first answer to a place command; the
+                # record's timestamp is when it became readable to consumers.
+                if b'"kind":"ACCEPTED"' in value or b'"kind":"REJECTED"' in value:
+                    message = json.loads(value)
+                    sent_ms = _millis(message["at"])
+                    window.add(msg.timestamp()[1] - sent_ms)
+    finally:
+        consumer.close()
+
+
+def _millis(rfc3339: str) -> int:
+    return int(datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def _spawn(args: list[str], log_name: str, settings: Settings) -> subprocess.Popen[bytes]:
+    log_dir = settings.state_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_file = (log_dir / log_name).open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "trade_engine", *args], stdout=log_file, stderr=log_file
+    )
+
+
+def run_demo(settings: Settings, rate: float, seed: int, duration_s: float | None) -> int:
+    print(f"creating topics: {create_topics(settings)}")
+    children = {
+        "validation": _spawn(
+            ["validation", "run", "--metrics-port", str(settings.metrics_port + 1)],
+            "validation.log",
+            settings,
+        ),
+        "matcher": _spawn(
+            [
+                "matcher",
+                "run",
+                "--worker-id",
+                "demo-1",
+                "--metrics-port",
+                str(settings.metrics_port),
+            ],
+            "matcher.log",
+            settings,
+        ),
+        "load": _spawn(
+            [
+                "load",
+                "--rate",
+                str(rate),
+                "--seed",
+                str(seed),
+                "--duration",
+                "24h",
+                "--run-id",
+                f"demo{uuid.uuid4().hex[:6]}",
+            ],
+            "load.log",
+            settings,
+        ),
+    }
+    try:
+        return _monitor(settings, children, duration_s)
+    finally:
+        for proc in children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in children.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        print("stopped")
+
+
+def _monitor(
+    settings: Settings, children: dict[str, subprocess.Popen[bytes]], duration_s: float | None
+) -> int:
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    window = LatencyWindow()
+    watcher = threading.Thread(target=_watch_latency, args=(settings, window, stop), daemon=True)
+    watcher.start()
+    reader = LagReader(settings)
+    names = settings.topic_names
+    roles = ["commands", "accepted", "executions", "trades", "dead_letter"]
+    previous = {role: reader.end_offsets(names[role]) for role in roles}
+    started = time.monotonic()
+    print(f"logs: {settings.state_dir / 'logs'}   stop with Ctrl-C")
+    try:
+        while not stop.wait(REFRESH_S):
+            for name, proc in children.items():
+                if proc.poll() is not None:
+                    print(f"{name} exited with {proc.returncode}; see its log")
+                    stop.set()
+            current = {role: reader.end_offsets(names[role]) for role in roles}
+            rates = {r: (current[r] - previous[r]) / REFRESH_S for r in roles}
+            previous = current
+            latency = window.percentiles()
+            lags = {
+                group.removeprefix(settings.topics.prefix): sum(
+                    p.lag for p in reader.read(group, topic)
+                )
+                for group, topic in engine_groups(settings).items()
+            }
+            print(
+                f"[{time.monotonic() - started:6.0f}s] "
+                + "  ".join(f"{r}={rates[r]:,.0f}/s" for r in roles)
+                + "  latency "
+                + (f"p50={latency[0]:.0f}ms p99={latency[1]:.0f}ms" if latency else "n/a")
+                + "  lag "
+                + " ".join(f"{g}={n}" for g, n in lags.items()),
+                flush=True,
+            )
+            if duration_s is not None and time.monotonic() - started >= duration_s:
+                break
+    finally:
+        stop.set()
+        reader.close()
+    return 0

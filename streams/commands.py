@@ -1,0 +1,190 @@
+"""Wire contract of ``te.commands`` and ``te.commands.accepted``.
+
+One JSON object per message, key = symbol, ``"v"`` = schema version, decimals
+as strings, timestamps as RFC 3339 UTC strings. The ``cmd`` field says which
+command it is. Decimal strings are checked for shape here (a plain decimal,
+bounded digits, no exponent or sign); whether they sit on the symbol's tick
+and step is the matching core's call, so that reject is sequenced like any other.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Final, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from trade_engine.tables.matching.commands import (
+    AmendRequest,
+    Cancel,
+    PlaceRequest,
+    SetTradingState,
+)
+from trade_engine.tables.matching.commands import Command as CoreCommand
+from trade_engine.tables.matching.commands import MassCancel as CoreMassCancel
+from trade_engine.tables.matching.commands import TimeTick as CoreTimeTick
+from trade_engine.tables.matching.enums import (
+    OrderType,
+    Side,
+    StpMode,
+    TimeInForce,
+    TradingState,
+)
+from trade_engine.tables.matching.rules import SymbolRules
+
+SCHEMA_VERSION: Final = 1
+
+# A plain non-negative decimal: at most 18 integer and 18 fraction digits, no
+# exponent, no sign, no leading zeros. A string like "1e999999999" never reaches int().
+DecimalStr = Annotated[
+    str,
+    StringConstraints(pattern=r"^(0|[1-9][0-9]{0,17})(\.[0-9]{1,18})?$", max_length=37),
+]
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.:\-]+$")]
+Symbol = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}$")]
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() != UTC.utcoffset(None):
+        raise ValueError("timestamps must be RFC 3339 in UTC (suffix Z or +00:00)")
+    return value
+
+
+UtcTimestamp = Annotated[datetime, AfterValidator(_utc)]
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+    v: Literal[1] = SCHEMA_VERSION
+    symbol: Symbol
+    # When the command entered the exchange (gateway clock). Informational: the
+    # engine's clock moves only with time_tick commands, never the wall clock.
+    ts: UtcTimestamp | None = None
+
+
+class PlaceOrder(_Command):
+    cmd: Literal["place"] = "place"
+    order_id: Identifier
+    client_order_id: Identifier | None = None
+    user_id: Identifier
+    side: Side
+    type: OrderType
+    time_in_force: TimeInForce = TimeInForce.GTC
+    quantity: DecimalStr | None = None
+    quote_quantity: DecimalStr | None = Field(
+        default=None, description="MARKET/STOP buys by funds: the quote amount to spend."
+    )
+    price: DecimalStr | None = None
+    stop_price: DecimalStr | None = None
+    post_only: bool = False
+    stp_mode: StpMode = StpMode.NONE
+    expire_at: UtcTimestamp | None = Field(default=None, description="GTD only.")
+
+
+class CancelOrder(_Command):
+    """Cancel by ``order_id``, or by the user's ``client_order_id`` when that is absent."""
+
+    cmd: Literal["cancel"] = "cancel"
+    user_id: Identifier
+    order_id: Identifier | None = None
+    client_order_id: Identifier | None = None
+
+
+class AmendOrder(_Command):
+    """Reducing ``quantity`` keeps queue priority; a price change or an increase loses it."""
+
+    cmd: Literal["amend"] = "amend"
+    user_id: Identifier
+    order_id: Identifier
+    quantity: DecimalStr | None = Field(default=None, description="New total quantity.")
+    price: DecimalStr | None = None
+
+
+class MassCancel(_Command):
+    cmd: Literal["mass_cancel"] = "mass_cancel"
+    user_id: Identifier
+    side: Side | None = None
+
+
+class SymbolAdmin(_Command):
+    cmd: Literal["symbol_admin"] = "symbol_admin"
+    trading_state: TradingState
+    reference_price: DecimalStr | None = None
+
+
+class TimeTick(_Command):
+    """The engine clock for this symbol moves to ``now`` (DAY/GTD expiry, stop bookkeeping)."""
+
+    cmd: Literal["time_tick"] = "time_tick"
+    now: UtcTimestamp
+
+
+Command = Annotated[
+    PlaceOrder | CancelOrder | AmendOrder | MassCancel | SymbolAdmin | TimeTick,
+    Field(discriminator="cmd"),
+]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def utc_millis(value: datetime) -> int:
+    """Engine-clock milliseconds for a UTC timestamp (integer arithmetic, no float)."""
+    return (value - _EPOCH) // timedelta(milliseconds=1)
+
+
+def rfc3339(millis: int) -> str:
+    return (
+        datetime.fromtimestamp(millis / 1000, tz=UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def to_core(command: _Command, rules: SymbolRules) -> CoreCommand:
+    """The matching core's command for a wire command.
+
+    Decimal strings stay strings (``PlaceRequest``/``AmendRequest``) so that the
+    core parses them with the symbol's scales and an off-tick value becomes a
+    sequenced reject like any other.
+    """
+    if isinstance(command, PlaceOrder):
+        return PlaceRequest(
+            order_id=command.order_id,
+            user_id=command.user_id,
+            side=command.side.value,
+            order_type=command.type.value,
+            quantity=command.quantity,
+            price=command.price,
+            stop_price=command.stop_price,
+            funds=command.quote_quantity,
+            tif=command.time_in_force.value,
+            client_order_id=command.client_order_id,
+            stp=command.stp_mode.value,
+            post_only=command.post_only,
+            expire_at=utc_millis(command.expire_at) if command.expire_at else None,
+        )
+    if isinstance(command, CancelOrder):
+        return Cancel(
+            user_id=command.user_id,
+            order_id=command.order_id,
+            client_order_id=command.client_order_id,
+        )
+    if isinstance(command, AmendOrder):
+        return AmendRequest(
+            order_id=command.order_id,
+            user_id=command.user_id,
+            quantity=command.quantity,
+            price=command.price,
+        )
+    if isinstance(command, MassCancel):
+        return CoreMassCancel(user_id=command.user_id, side=command.side)
+    if isinstance(command, SymbolAdmin):
+        reference = (
+            rules.price_scale.parse(command.reference_price) if command.reference_price else None
+        )
+        return SetTradingState(state=command.trading_state, reference_price=reference)
+    if isinstance(command, TimeTick):
+        return CoreTimeTick(now=utc_millis(command.now))
+    raise TypeError(f"not a wire command: {type(command).__name__}")

@@ -1,0 +1,45 @@
+"""A consumed Kafka record as plain, typed data, detached from the client library."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, KafkaException, Message
+
+from trade_engine.streams.codec import Headers
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumedRecord:
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers | None = None
+
+    @classmethod
+    def from_message(cls, msg: Message) -> ConsumedRecord:
+        """A record from a confluent-kafka message that carries no error."""
+        error = msg.error()
+        if error is not None:
+            raise KafkaException(error)
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        if topic is None or partition is None or offset is None:
+            raise KafkaException(KafkaError(KafkaError._BAD_MSG, "message without position"))
+        headers = msg.headers()
+        return cls(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            timestamp_ms=msg.timestamp()[1],
+            key=msg.key(),
+            value=msg.value(),
+            headers=list(headers) if isinstance(headers, list) else None,
+        )
+
+
+def is_partition_eof(msg: Message) -> bool:
+    error = msg.error()
+    return error is not None and error.code() == KafkaError._PARTITION_EOF

@@ -137,7 +137,8 @@ def _format(name: str, value: int, rules: SymbolRules, side: Side | None, record
         return rules.quote_scale.format(value)
     if name in _HOLD_FIELDS:
         if side is None:
-            return str(value) if value == 0 else value
+            # Only rejects that never reached a hold lack a side; their figures are 0.
+            return rules.quote_scale.format(value)
         scale = rules.quote_scale if side is Side.BUY else rules.qty_scale
         return scale.format(value)
     return value

@@ -170,9 +170,12 @@ class MatchingEngine:
         problem: Problem,
         *,
         release: int = 0,
+        side: Side | None = None,
     ) -> None:
         self.seq += 1
-        out.append(Rejected(self.seq, request, order_id, user_id, problem[0], problem[1], release))
+        out.append(
+            Rejected(self.seq, request, order_id, user_id, problem[0], problem[1], release, side)
+        )
 
     def _crosses(self, side: Side, price: int) -> bool:
         if side is Side.BUY:
@@ -248,6 +251,7 @@ class MatchingEngine:
                 o.cancelled,
                 o.reserved,
                 o.reserved - used,
+                o.side,
             )
         )
 
@@ -564,7 +568,9 @@ class MatchingEngine:
         problem = self._static_problem(p) or self._state_problem(p)
         if problem is not None:
             hold = required_hold(p)
-            self._reject(out, RequestKind.PLACE, p.order_id, p.user_id, problem, release=hold)
+            self._reject(
+                out, RequestKind.PLACE, p.order_id, p.user_id, problem, release=hold, side=p.side
+            )
             return
         expire_at = self._day_end() if p.tif is TimeInForce.DAY else p.expire_at
         o = Order.from_place(p, expire_at, required_hold(p))
@@ -743,6 +749,7 @@ class MatchingEngine:
                 o.reserved,
                 o.reserved - old,
                 keep,
+                o.side,
             )
         )
         if not keep:

@@ -57,6 +57,7 @@ class Rejected:
     code: RejectCode
     message: str
     release: int
+    side: Side | None = None  # the order's side when known: the unit of `release`
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,7 @@ class Amended:
     reserved: int
     reserve_delta: int
     priority_kept: bool
+    side: Side  # the unit of `reserved` and `reserve_delta`
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +160,7 @@ class OrderEnded:
     cancelled: int
     reserved: int
     release: int
+    side: Side  # the unit of `reserved` and `release`
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,3 +113,21 @@ def test_trades_carry_maker_price_deterministic_ids_and_input_position() -> None
     assert trade["input"] == {"partition": 0, "offset": 2}
     seqs = [json.loads(o.value or b"")["seq"] for o in outputs if o.role == EXECUTIONS]
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_holds_are_decimal_strings_in_the_asset_the_order_gives_up() -> None:
+    books = _books()
+    counters = StageCounters()
+    cancel = b'{"cmd":"cancel","symbol":"BTC/USDT","user_id":"u1","order_id":"b1"}'
+    outputs = match_record(
+        books, _record(0, b"BTC/USDT", _place("b1", "BUY", "50000.00")), counters
+    )
+    outputs += match_record(books, _record(1, b"BTC/USDT", cancel), counters)
+    outputs += match_record(books, _record(2, b"BTC/USDT", _place("s1", "SELL", "1.00")), counters)
+    messages = [json.loads(o.value or b"") for o in outputs]
+    accepted, ended, sell = messages[0], messages[1], messages[2]
+    assert accepted["reserved"] == "5000.0000000"  # quote: 0.1 BTC x 50000.00 USDT
+    assert ended["kind"] == "ORDER_ENDED"
+    assert ended["release"] == "5000.0000000"
+    assert ended["side"] == "BUY"
+    assert sell["reserved"] == "0.10000"  # base: the sell holds the BTC it offers

@@ -30,8 +30,12 @@ def _cmd_matcher_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from trade_engine.agents.replay import compare
+    from trade_engine.agents.replay import compare, rebuild
 
+    if args.rebuild_partition is not None:
+        written = rebuild(settings, args.rebuild_partition)
+        print(f"partition {args.rebuild_partition}: {written} changelog records rewritten")
+        return 0
     result = compare(settings)
     for report in result.partitions:
         print(json.dumps(report.as_dict()))
@@ -56,6 +60,12 @@ def add_agent_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     replay = sub.add_parser(
         "replay",
         help="re-match te.commands.accepted offline and compare with te.executions/te.trades",
+    )
+    replay.add_argument(
+        "--rebuild-partition",
+        type=int,
+        metavar="P",
+        help="rewrite partition P's durable book state from the input log (stop workers first)",
     )
     replay.set_defaults(handler=_cmd_replay)
     add_stage_commands(sub)

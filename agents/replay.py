@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from trade_engine.agents.matcher import MatcherTopics
 from trade_engine.agents.matching_stage import (
@@ -178,3 +178,30 @@ def _first_difference(role: str, expected: list[bytes], actual: list[bytes]) -> 
     if len(expected) != len(actual):
         return f"{role}: expected {len(expected)} records, the pipeline recorded {len(actual)}"
     return None
+
+
+def rebuild(settings: Settings, partition: int, topics: MatcherTopics | None = None) -> int:
+    """Rewrite one partition's durable book state from the input log; returns records written.
+
+    For when the changelog is lost or suspect. Stop the matcher workers first: the
+    replayed state is appended to the changelog (every key the replay touched, plus
+    tombstones for keys the log does not justify), so workers that restart read it
+    on top of whatever their local stores hold and end up with the replayed books.
+    """
+    topics = topics or MatcherTopics.from_settings(settings)
+    rules = {spec.symbol: rules_for(spec) for spec in settings.market.symbols}
+    books, _, _ = replay_partition(settings, topics, rules, partition)
+    # No take_changes() ran during the replay, so this is every key it ever
+    # touched: live orders, tombstones of ended ones, headers, window, position.
+    entries = books.take_changes()
+    for record in read_partition(settings, topics.changelog, partition):
+        if record.key is not None and record.key not in entries:
+            entries[record.key] = None
+    producer = Producer({**settings.kafka.librdkafka(), "enable.idempotence": True, "acks": "all"})
+    for key, value in entries.items():
+        producer.produce(topics.changelog, key=key, value=value, partition=partition)
+        producer.poll(0)
+    remaining = producer.flush(60)
+    if remaining:
+        raise RuntimeError(f"{remaining} changelog records were not delivered")
+    return len(entries)

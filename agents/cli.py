@@ -70,6 +70,7 @@ def add_agent_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     replay.set_defaults(handler=_cmd_replay)
     add_stage_commands(sub)
     add_demo_command(sub)
+    add_lag_command(sub)
 
 
 def _cmd_validation_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -105,3 +106,51 @@ def add_demo_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     demo.add_argument("--seed", type=int, default=42)
     demo.add_argument("--duration", type=float, default=None, metavar="SECONDS")
     demo.set_defaults(handler=_cmd_demo)
+
+
+def _cmd_lag(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from trade_engine import metrics
+    from trade_engine.ops.lag import LagReader, export
+
+    reader = LagReader(settings)
+    if args.serve is not None:
+        metrics.serve(args.serve)
+    try:
+        while True:
+            lags = reader.read_all()
+            export(lags)
+            if args.json:
+                for item in lags:
+                    print(json.dumps(item.as_dict()))
+            else:
+                print(
+                    f"{'group':<24} {'topic':<24} {'part':>4} {'committed':>10} {'end':>10} "
+                    f"{'lag':>8} {'lag_s':>7} stalled"
+                )
+                for item in lags:
+                    print(
+                        f"{item.group:<24} {item.topic:<24} {item.partition:>4} "
+                        f"{item.committed:>10} {item.end:>10} {item.lag:>8} "
+                        f"{item.lag_seconds:>7.1f} {'YES' if item.stalled else ''}"
+                    )
+            sys.stdout.flush()
+            if args.serve is None and not args.watch:
+                return 0
+            time.sleep(args.interval)
+    finally:
+        reader.close()
+
+
+def add_lag_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    lag = sub.add_parser(
+        "lag", help="consumer lag of every engine group, per partition (messages and seconds)"
+    )
+    lag.add_argument("--json", action="store_true", help="one JSON object per partition")
+    lag.add_argument("--watch", action="store_true", help="repeat every --interval seconds")
+    lag.add_argument("--interval", type=float, default=10.0)
+    lag.add_argument(
+        "--serve", type=int, metavar="PORT", help="export kafka_consumergroup_lag metrics"
+    )
+    lag.set_defaults(handler=_cmd_lag)

@@ -1,0 +1,30 @@
+# The engine's image: one image, every worker (`trade-engine matcher run`,
+# `trade-engine validation run`, ...) chosen by the command.
+FROM python:3.11-slim-bookworm AS build
+WORKDIR /src
+RUN apt-get update -q && apt-get install -y -q --no-install-recommends build-essential \
+    && rm -rf /var/lib/apt/lists/*
+COPY pyproject.toml constraints.txt README.md ./
+COPY trade_engine ./trade_engine
+COPY streams ./streams
+COPY agents ./agents
+COPY tables ./tables
+COPY sinks ./sinks
+COPY connectors ./connectors
+COPY migrations ./migrations
+COPY ops ./ops
+# The symlinks in trade_engine/ point at the folders above; the wheel follows them.
+RUN pip wheel --no-cache-dir -c constraints.txt -w /wheels .
+
+FROM python:3.11-slim-bookworm
+RUN useradd --create-home --uid 10001 engine
+COPY --from=build /wheels /wheels
+COPY constraints.txt /tmp/constraints.txt
+RUN pip install --no-cache-dir -c /tmp/constraints.txt /wheels/*.whl && rm -rf /wheels
+USER engine
+WORKDIR /home/engine
+ENV TE_STATE_DIR=/home/engine/state
+VOLUME ["/home/engine/state"]
+EXPOSE 9464
+ENTRYPOINT ["trade-engine"]
+CMD ["--help"]

@@ -14,9 +14,11 @@ from trade_engine.config import Settings
 def _cmd_matcher_run(args: argparse.Namespace, settings: Settings) -> int:
     from trade_engine import logs, metrics
     from trade_engine.agents.matcher import MatcherWorker
+    from trade_engine.ops.preflight import check_kafka
     from trade_engine.streams.topics import create_topics
 
     logs.configure(settings.log_level)
+    check_kafka(settings)  # an unreachable broker is a named config error, not a traceback
     create_topics(settings)
     metrics.serve(args.metrics_port if args.metrics_port is not None else settings.metrics_port)
     worker = MatcherWorker(
@@ -76,9 +78,11 @@ def add_agent_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 def _cmd_validation_run(args: argparse.Namespace, settings: Settings) -> int:
     from trade_engine import logs, metrics
     from trade_engine.agents.validation import build
+    from trade_engine.ops.preflight import check_kafka
     from trade_engine.streams.topics import create_topics
 
     logs.configure(settings.log_level)
+    check_kafka(settings)
     create_topics(settings)
     metrics.serve(args.metrics_port if args.metrics_port is not None else 0)
     app = build(settings)
@@ -98,7 +102,9 @@ def add_stage_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from trade_engine.ops.demo import run_demo
+    from trade_engine.ops.preflight import check_kafka
 
+    check_kafka(settings)
     return run_demo(settings, args.rate, args.seed, args.duration)
 
 

@@ -22,6 +22,7 @@ venv: $(STAMP)
 RATE ?= 2000
 run: $(STAMP)
 	bash ops/stack.sh up
+	bash ops/prometheus/prometheus.sh up
 	$(BIN)/trade-engine check
 	$(BIN)/trade-engine demo --rate $(RATE)
 

@@ -111,6 +111,19 @@ def run_demo(settings: Settings, rate: float, seed: int, duration_s: float | Non
             "matcher.log",
             settings,
         ),
+        "lag-exporter": _spawn(
+            [
+                "lag",
+                "--serve",
+                str(settings.metrics_port + 2),
+                "--watch",
+                "--interval",
+                "5",
+                "--json",
+            ],
+            "lag.log",
+            settings,
+        ),
         "load": _spawn(
             [
                 "load",

@@ -123,7 +123,9 @@ def test_holds_are_decimal_strings_in_the_asset_the_order_gives_up() -> None:
         books, _record(0, b"BTC/USDT", _place("b1", "BUY", "50000.00")), counters
     )
     outputs += match_record(books, _record(1, b"BTC/USDT", cancel), counters)
-    outputs += match_record(books, _record(2, b"BTC/USDT", _place("s1", "SELL", "50000.00")), counters)
+    outputs += match_record(
+        books, _record(2, b"BTC/USDT", _place("s1", "SELL", "50000.00")), counters
+    )
     messages = [json.loads(o.value or b"") for o in outputs]
     accepted, ended, sell = messages[0], messages[1], messages[2]
     assert accepted["reserved"] == "5000.0000000"  # quote: 0.1 BTC x 50000.00 USDT

@@ -67,7 +67,7 @@ Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
 Amount = str | Decimal | int
 """Decimal amounts: strings as on the wire, or ``Decimal``/``int``. Never floats."""
 
-_COMMAND: TypeAdapter[Any] = TypeAdapter(Command)  # type: ignore[arg-type]
+_COMMAND: TypeAdapter[Any] = TypeAdapter(Command)
 _COMMAND_TYPES = (PlaceOrder, CancelOrder, AmendOrder, MassCancel, SymbolAdmin, TimeTick)
 _IMMEDIATE_TYPES = (OrderType.MARKET.value, OrderType.STOP.value)
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

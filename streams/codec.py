@@ -17,7 +17,7 @@ from trade_engine.streams.exceptions import DecodeError
 
 Headers = list[tuple[str, str | bytes | None]]
 
-_COMMAND: TypeAdapter[Any] = TypeAdapter(Command)  # type: ignore[arg-type]
+_COMMAND: TypeAdapter[Any] = TypeAdapter(Command)
 MAX_MESSAGE_BYTES = 64 * 1024
 
 

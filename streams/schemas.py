@@ -20,7 +20,7 @@ SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 
 
 def schemas() -> dict[str, dict[str, Any]]:
-    command: TypeAdapter[Any] = TypeAdapter(Command)  # type: ignore[arg-type]
+    command: TypeAdapter[Any] = TypeAdapter(Command)
     return {
         "command.json": command.json_schema(),
         "execution.json": ExecutionMessage.model_json_schema(),

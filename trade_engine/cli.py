@@ -17,6 +17,7 @@ from pathlib import Path
 from trade_engine.agents.cli import add_agent_commands
 from trade_engine.config import CONFIG_FILE_ENV, Settings, load_settings
 from trade_engine.connectors.cli import add_connector_commands
+from trade_engine.connectors.wallet.cli import add_wallet_commands
 from trade_engine.errors import ConfigError
 
 OPS_DIR = Path(__file__).resolve().parent / "ops"
@@ -71,7 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", metavar="FILE", help=f"YAML settings file (env {CONFIG_FILE_ENV})"
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_config, _add_check, _add_dev, add_agent_commands, add_connector_commands):
+    for add in (
+        _add_config,
+        _add_check,
+        _add_dev,
+        add_agent_commands,
+        add_connector_commands,
+        add_wallet_commands,
+    ):
         add(sub)
     return parser
 

@@ -22,6 +22,7 @@ from trade_engine import metrics
 from trade_engine.agents.app import create_app, raw_topic
 from trade_engine.config import Settings
 from trade_engine.streams.codec import decode_command, header
+from trade_engine.streams.commands import PlaceOrder
 from trade_engine.streams.exceptions import DecodeError
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ def check(
         return "KEY_SYMBOL_MISMATCH", f"key {key!r} is not the command's symbol {command.symbol}"
     if command.symbol not in symbols:
         return "UNKNOWN_SYMBOL", f"{command.symbol} is not configured"
+    if isinstance(command, PlaceOrder) and command.risk_reject is not None:
+        return "FORBIDDEN_FIELD", "risk_reject is set by the risk stage only"
     return None
 
 

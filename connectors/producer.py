@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, cast
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from pydantic import TypeAdapter, ValidationError
@@ -67,7 +67,7 @@ Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
 Amount = str | Decimal | int
 """Decimal amounts: strings as on the wire, or ``Decimal``/``int``. Never floats."""
 
-_COMMAND: TypeAdapter[Any] = TypeAdapter(Command)
+_COMMAND: TypeAdapter[Any] = TypeAdapter(cast(Any, Command))
 _COMMAND_TYPES = (PlaceOrder, CancelOrder, AmendOrder, MassCancel, SymbolAdmin, TimeTick)
 _IMMEDIATE_TYPES = (OrderType.MARKET.value, OrderType.STOP.value)
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

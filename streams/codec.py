@@ -8,7 +8,7 @@ adds ``dlq.code``, ``dlq.reason``, ``dlq.topic``, ``dlq.partition``, ``dlq.offse
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -17,7 +17,7 @@ from trade_engine.streams.exceptions import DecodeError
 
 Headers = list[tuple[str, str | bytes | None]]
 
-_COMMAND: TypeAdapter[Any] = TypeAdapter(Command)
+_COMMAND: TypeAdapter[Any] = TypeAdapter(cast(Any, Command))
 MAX_MESSAGE_BYTES = 64 * 1024
 
 

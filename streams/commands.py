@@ -63,6 +63,16 @@ class _Command(BaseModel):
     ts: UtcTimestamp | None = None
 
 
+class RiskReject(BaseModel):
+    """Why the risk stage refused an order. Only the risk stage may set it (on
+    ``te.commands.accepted``); a command on ``te.commands`` carrying it is dead-lettered."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: Literal["RISK_INSUFFICIENT_BALANCE", "RISK_ACCOUNT_NOT_FOUND", "RISK_REJECTED"]
+    message: str = Field(default="", max_length=200)
+
+
 class PlaceOrder(_Command):
     cmd: Literal["place"] = "place"
     order_id: Identifier
@@ -80,6 +90,7 @@ class PlaceOrder(_Command):
     post_only: bool = False
     stp_mode: StpMode = StpMode.NONE
     expire_at: UtcTimestamp | None = Field(default=None, description="GTD only.")
+    risk_reject: RiskReject | None = None
 
 
 class CancelOrder(_Command):
@@ -164,6 +175,8 @@ def to_core(command: _Command, rules: SymbolRules) -> CoreCommand:
             stp=command.stp_mode.value,
             post_only=command.post_only,
             expire_at=utc_millis(command.expire_at) if command.expire_at else None,
+            risk_reject=command.risk_reject.code if command.risk_reject else None,
+            risk_message=command.risk_reject.message if command.risk_reject else "",
         )
     if isinstance(command, CancelOrder):
         return Cancel(

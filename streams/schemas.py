@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import TypeAdapter
 
@@ -20,7 +20,7 @@ SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 
 
 def schemas() -> dict[str, dict[str, Any]]:
-    command: TypeAdapter[Any] = TypeAdapter(Command)
+    command: TypeAdapter[Any] = TypeAdapter(cast(Any, Command))
     return {
         "command.json": command.json_schema(),
         "execution.json": ExecutionMessage.model_json_schema(),

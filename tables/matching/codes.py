@@ -50,6 +50,11 @@ class RejectCode(StrEnum):
     MATCHING_PRICE_OUT_OF_BAND = "MATCHING_PRICE_OUT_OF_BAND"
     MATCHING_MAX_OPEN_ORDERS = "MATCHING_MAX_OPEN_ORDERS"
     MATCHING_AMEND_NOT_ALLOWED = "MATCHING_AMEND_NOT_ALLOWED"
+    # Risk: the risk stage refused the order before matching (no hold was taken);
+    # the matcher answers it in sequence like any other reject.
+    RISK_INSUFFICIENT_BALANCE = "RISK_INSUFFICIENT_BALANCE"
+    RISK_ACCOUNT_NOT_FOUND = "RISK_ACCOUNT_NOT_FOUND"
+    RISK_REJECTED = "RISK_REJECTED"
 
 
 class EndReason(StrEnum):

@@ -57,6 +57,9 @@ class PlaceRequest:
     stp: str = "NONE"
     post_only: bool = False
     expire_at: int | None = None
+    # Set by the risk stage when it refused the order (a RISK_* reject code).
+    risk_reject: str | None = None
+    risk_message: str = ""
 
 
 @dataclass(frozen=True, slots=True)

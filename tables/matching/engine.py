@@ -608,6 +608,9 @@ class MatchingEngine:
         self._run_stops(out)
 
     def _place_request(self, r: PlaceRequest, out: list[Execution]) -> None:
+        if r.risk_reject is not None:
+            self._risk_reject(r, out)
+            return
         rules = self.rules
         try:
             p = Place(
@@ -633,6 +636,19 @@ class MatchingEngine:
             self._reject(out, RequestKind.PLACE, r.order_id, r.user_id, problem)
             return
         self._place(p, out)
+
+    def _risk_reject(self, r: PlaceRequest, out: list[Execution]) -> None:
+        """The risk stage refused this order and took no hold: a sequenced reject, release 0."""
+        try:
+            code = RejectCode(r.risk_reject or "")
+        except ValueError:
+            code = RejectCode.RISK_REJECTED
+        if not code.startswith("RISK_"):
+            code = RejectCode.RISK_REJECTED
+        side = Side(r.side) if r.side in Side.__members__ else None
+        self._reject(
+            out, RequestKind.PLACE, r.order_id, r.user_id, (code, r.risk_message[:200]), side=side
+        )
 
     # ----------------------------------------------------- cancel and amend
 

@@ -133,3 +133,22 @@ def test_holds_are_decimal_strings_in_the_asset_the_order_gives_up() -> None:
     assert ended["release"] == "5000.0000000"
     assert ended["side"] == "BUY"
     assert sell["reserved"] == "0.10000"  # base: the sell holds the BTC it offers
+
+
+def test_a_risk_reject_is_answered_in_sequence_and_holds_nothing() -> None:
+    books = _books()
+    refused = PlaceOrder.model_validate(
+        {
+            **json.loads(_place("r1", "BUY", "50000.00")),
+            "risk_reject": {"code": "RISK_INSUFFICIENT_BALANCE", "message": "needs 5000 USDT"},
+        }
+    )
+    outputs = match_record(books, _record(0, b"BTC/USDT", encode(refused)), StageCounters())
+    message = json.loads(outputs[0].value or b"")
+    assert message["kind"] == "REJECTED"
+    assert message["code"] == "RISK_INSUFFICIENT_BALANCE"
+    assert message["release"] == "0.0000000"
+    assert message["seq"] == 1
+    engine = books.engine("BTC/USDT")
+    assert engine is not None
+    assert engine.orders == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -41,6 +42,11 @@ def test_check_names_the_problem() -> None:
     problem = check(b"SOL/USDT", encode(_place("o1", "SOL/USDT")), SYMBOLS)
     assert problem is not None
     assert problem[0] == "UNKNOWN_SYMBOL"
+    forged = json.loads(encode(_place("o2")))
+    forged["risk_reject"] = {"code": "RISK_REJECTED", "message": "x"}
+    problem = check(b"BTC/USDT", json.dumps(forged).encode(), SYMBOLS)
+    assert problem is not None
+    assert problem[0] == "FORBIDDEN_FIELD"
 
 
 def _drain(conf: dict[str, object], topic: str, partitions: int, expect: int) -> list[object]:

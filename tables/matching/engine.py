@@ -567,7 +567,10 @@ class MatchingEngine:
     def _place(self, p: Place, out: list[Execution]) -> None:
         problem = self._static_problem(p) or self._state_problem(p)
         if problem is not None:
-            hold = required_hold(p)
+            # A duplicate order id names a hold that belongs to the original order:
+            # releasing it here would free funds a live order still needs.
+            duplicate = problem[0] is RejectCode.MATCHING_DUPLICATE_ORDER_ID
+            hold = 0 if duplicate else required_hold(p)
             self._reject(
                 out, RequestKind.PLACE, p.order_id, p.user_id, problem, release=hold, side=p.side
             )

@@ -231,3 +231,12 @@ def test_rejected_place_releases_its_hold(make_engine: Any) -> None:
 
 def test_halt_release_is_the_hold(make_engine: Any) -> None:
     assert _seeded(make_engine).apply(Place("z", "u9", SELL, LIMIT, quantity=7, price=500))
+
+
+def test_duplicate_order_id_releases_nothing(make_engine: Any) -> None:
+    """The hold named by a duplicate id is the original order's: it must stay held."""
+    e = _seeded(make_engine)
+    out = e.apply(Place("a", "u1", BUY, LIMIT, quantity=2, price=1))
+    assert isinstance(out[0], Rejected)
+    assert out[0].code is RejectCode.MATCHING_DUPLICATE_ORDER_ID
+    assert out[0].release == 0

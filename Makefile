@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test up down status lint typecheck pytest unit crash-test bench-baseline bench-matching bench-e2e lock clean
+.PHONY: run test up down status lint typecheck pytest unit crash-test bench-baseline bench-matching bench-e2e bench-sink lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version}"'
@@ -59,6 +59,10 @@ status:
 bench-baseline: $(STAMP)
 	bash ops/kafka/kafka.sh up
 	$(BIN)/python ops/benchmarks/bench_baseline.py
+
+bench-sink: $(STAMP)
+	bash ops/stack.sh up
+	$(BIN)/python ops/benchmarks/bench_sink.py
 
 bench-matching: $(STAMP)
 	$(BIN)/python ops/benchmarks/bench_matching.py

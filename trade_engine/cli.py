@@ -19,6 +19,7 @@ from trade_engine.config import CONFIG_FILE_ENV, Settings, load_settings
 from trade_engine.connectors.cli import add_connector_commands
 from trade_engine.connectors.wallet.cli import add_wallet_commands
 from trade_engine.errors import ConfigError
+from trade_engine.sinks.cli import add_sink_commands
 
 OPS_DIR = Path(__file__).resolve().parent / "ops"
 
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_agent_commands,
         add_connector_commands,
         add_wallet_commands,
+        add_sink_commands,
     ):
         add(sub)
     return parser

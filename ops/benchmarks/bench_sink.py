@@ -1,0 +1,111 @@
+"""Benchmark: the Postgres sink's rows/s against a raw COPY into the same tables, same run.
+
+Seeded matcher output (``sinks.synthetic``) is published to a fresh
+``<prefix>executions`` topic; then
+
+- baseline: the same rows (as the sink would build them) COPYed straight into
+  ``trades`` and ``orders`` of one fresh schema, no staging, no conflict checks;
+- sink: ``PostgresSink`` consumes the topic (read_committed, batches, offsets in
+  Postgres, staging + ON CONFLICT, order updates) into another fresh schema.
+
+rows = trades + orders inserted. The last stdout line is one JSON object:
+sink_rows_per_s, copy_rows_per_s, ratio (sink / copy), and the sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import uuid
+
+import asyncpg
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from trade_engine.config import load_settings
+from trade_engine.migrations.runner import migrate_schema
+from trade_engine.sinks import synthetic
+from trade_engine.sinks.postgres import PostgresSink
+from trade_engine.sinks.rows import ORDER_COLUMNS, TRADE_COLUMNS, fold
+
+
+async def _copy_baseline(
+    dsn: str, schema: str, messages: list[dict[str, object]]
+) -> tuple[int, float]:
+    rows = fold(messages)  # outside the timing: the baseline measures the database only
+    orders, trades = rows.order_rows(), rows.trades
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    try:
+        started = time.perf_counter()
+        async with conn.transaction():
+            await conn.copy_records_to_table("orders", records=orders, columns=ORDER_COLUMNS)
+            await conn.copy_records_to_table("trades", records=trades, columns=TRADE_COLUMNS)
+        return len(orders) + len(trades), time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+async def _drop(dsn: str, schemas: list[str]) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for schema in schemas:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+async def run(commands: int, batch_size: int) -> dict[str, object]:
+    prefix = f"bench-sink-{uuid.uuid4().hex[:8]}."
+    settings = load_settings(topics={"prefix": prefix, "partitions": 4})
+    dsn = settings.postgres.dsn()
+    topic = settings.topic_names["executions"]
+    admin = AdminClient(settings.kafka.librdkafka())
+    admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])[topic].result(30)
+    schemas = [f"bench_copy_{uuid.uuid4().hex[:8]}", f"bench_sink_{uuid.uuid4().hex[:8]}"]
+    try:
+        data = synthetic.executions(
+            commands, 42, settings.market.symbols, 4, start_ms=int(time.time() * 1000)
+        )
+        published = synthetic.publish(settings, topic, data)
+        print(f"[bench-sink] published {published} executions", file=sys.stderr)
+        for schema in schemas:
+            await migrate_schema(dsn, schema)
+        messages = [json.loads(v) for p in sorted(data) for v in data[p]]
+        copy_rows, copy_s = await _copy_baseline(dsn, schemas[0], messages)
+
+        sink = PostgresSink(settings, schemas[1], batch_size=batch_size)
+        stats = await sink.run(exit_when_idle_s=1.0)
+        # From the first batch to the last commit: the group join and the idle wait
+        # at the end are not the sink's work.
+        assert sink.writer.first_write_at is not None
+        assert sink.writer.last_write_at is not None
+        sink_s = sink.writer.last_write_at - sink.writer.first_write_at
+        sink_rows = stats.orders_inserted + stats.trades_inserted
+        return {
+            "executions": published,
+            "batch_size": batch_size,
+            "copy_rows": copy_rows,
+            "sink_rows": sink_rows,
+            "copy_rows_per_s": round(copy_rows / copy_s),
+            "sink_rows_per_s": round(sink_rows / sink_s),
+            "sink_messages_per_s": round(stats.messages / sink_s),
+            "ratio": round((sink_rows / sink_s) / (copy_rows / copy_s), 3),
+        }
+    finally:
+        await _drop(dsn, schemas)
+        admin.delete_topics([topic])[topic].result(30)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--commands", type=int, default=60_000)
+    parser.add_argument("--batch-size", type=int, default=5000)
+    args = parser.parse_args(argv)
+    print(json.dumps(asyncio.run(run(args.commands, args.batch_size))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""What the sinks share on the Kafka side: consumer settings, batched polling, retries.
+
+The sinks read ``te.executions`` with confluent-kafka (``read_committed``, no
+auto-commit); the blocking ``consume`` runs in a worker thread so the asyncio
+loop stays free for asyncpg / aio-pika, and for the rebalance callbacks that
+need them (they run in that worker thread and hand work to the loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from confluent_kafka import Consumer, KafkaError, Message
+
+from trade_engine.config import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+FAULT_ENV = "TE_SINK_FAULT"
+
+
+def consumer_conf(settings: Settings, group_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        **settings.kafka.librdkafka(),
+        "group.id": group_id,
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "fetch.min.bytes": 1,
+        "fetch.wait.max.ms": 100,
+        # A killed member is noticed within 10 s, not librdkafka's default 45 s.
+        "session.timeout.ms": 10000,
+        **extra,
+    }
+
+
+async def consume(consumer: Consumer, max_messages: int, timeout_s: float) -> list[Message]:
+    """One batch, polled in a worker thread; errors other than EOF are logged and dropped."""
+    loop = asyncio.get_running_loop()
+    messages = await loop.run_in_executor(None, consumer.consume, max_messages, timeout_s)
+    good = []
+    for msg in messages:
+        error = msg.error()
+        if error is None:
+            good.append(msg)
+        elif error.code() != KafkaError._PARTITION_EOF:
+            log.warning("kafka consumer error", extra={"error": str(error)})
+    return good
+
+
+def decode(msg: Message) -> dict[str, Any] | None:
+    """The execution message, or None (logged) when it is not valid JSON of the contract."""
+    try:
+        value = json.loads(msg.value() or b"")
+        if isinstance(value, dict) and "symbol" in value and "seq" in value and "kind" in value:
+            return value
+    except ValueError:
+        pass
+    log.error(
+        "undecodable execution message skipped",
+        extra={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
+    )
+    return None
+
+
+async def retrying(
+    action: Callable[[], Awaitable[T]],
+    transient: tuple[type[BaseException], ...],
+    what: str,
+    on_error: Callable[[], Awaitable[None]] | None = None,
+    max_delay_s: float = 5.0,
+) -> T:
+    """Run ``action`` until it succeeds, backing off on ``transient`` errors."""
+    delay = 0.1
+    while True:
+        try:
+            return await action()
+        except transient as exc:
+            log.warning(f"{what} failed; retrying in {delay:.1f}s", extra={"error": repr(exc)})
+            if on_error is not None:
+                await on_error()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay_s)
+
+
+@dataclass
+class FaultHook:
+    """Test-only fault injection from ``TE_SINK_FAULT``: ``kill-before-commit:N`` sends the
+    process SIGKILL in batch N after its rows are written and before COMMIT;
+    ``sleep-before-commit:S`` sleeps S seconds there (to widen the window)."""
+
+    action: str = ""
+    arg: float = 0.0
+    batches: int = 0
+
+    @classmethod
+    def from_env(cls) -> FaultHook:
+        spec = os.environ.get(FAULT_ENV, "")
+        if not spec:
+            return cls()
+        action, _, arg = spec.partition(":")
+        return cls(action, float(arg or 0))
+
+    async def before_commit(self) -> None:
+        if not self.action:
+            return
+        self.batches += 1
+        if self.action == "kill-before-commit" and self.batches >= self.arg:
+            log.warning("fault injection: SIGKILL before commit", extra={"batch": self.batches})
+            os.kill(os.getpid(), signal.SIGKILL)
+            await asyncio.sleep(10)  # never returns: SIGKILL cannot be handled
+        elif self.action == "sleep-before-commit":
+            await asyncio.sleep(self.arg)

@@ -1,0 +1,298 @@
+"""The RabbitMQ bridge: trade and order events from ``te.executions``, at least once.
+
+Topology (the seeds' TE-104, declared idempotently at start, names optionally
+prefixed for tests):
+
+- exchanges ``trade.events`` and ``order.events``: durable, topic;
+- queues ``wallet.service.trades`` and ``notification.service.trades``: durable,
+  bound to ``trade.events`` with ``trade.#``; dead-lettered to exchange ``dlx``
+  (durable topic) by **queue arguments** (``x-dead-letter-exchange``,
+  ``x-dead-letter-routing-key``; the wallet queue also has the seeds' 24 h
+  ``x-message-ttl``), where queue ``dlx.failed`` (bound ``#``) keeps them.
+
+Per batch: consume from Kafka (read_committed) -> publish every event as a
+persistent message with ``message_id`` = ``trade_id`` (trades) or
+``"<symbol>:<seq>"`` (order events) -> wait for every publisher confirm -> only
+then commit the batch's offsets to the Kafka group. A lost connection or a
+broker restart fails the pending confirms; the bridge waits for
+``connect_robust`` to reconnect (with backoff) and republishes the whole batch.
+So nothing is lost, some messages may arrive twice, and consumers deduplicate on
+``message_id`` (``docs/rabbitmq.md``). Never do: advance Kafka before confirms.
+
+Why no Faust agent: the offsets must move only after RabbitMQ confirms a whole
+batch, which a plain consumer with manual commits states directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from trade_engine.config import Settings
+from trade_engine.sinks import metrics
+from trade_engine.sinks.kafka import consume, consumer_conf, decode, retrying
+from trade_engine.streams.executions import dumps, trade_message
+
+log = logging.getLogger(__name__)
+
+TRADE, ORDER = "trade", "order"
+_ORDER_KINDS = frozenset(
+    {"ACCEPTED", "REJECTED", "TRIGGERED", "AMENDED", "ORDER_ENDED", "STP_PREVENTED"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    prefix: str = ""
+    message_ttl_ms: int = 86_400_000
+
+    def name(self, base: str) -> str:
+        return f"{self.prefix}{base}"
+
+    @property
+    def trade_exchange(self) -> str:
+        return self.name("trade.events")
+
+    @property
+    def order_exchange(self) -> str:
+        return self.name("order.events")
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return self.name("dlx")
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return self.name("dlx.failed")
+
+    @property
+    def wallet_queue(self) -> str:
+        return self.name("wallet.service.trades")
+
+    @property
+    def notification_queue(self) -> str:
+        return self.name("notification.service.trades")
+
+
+async def declare(channel: AbstractChannel, topology: Topology) -> dict[str, AbstractExchange]:
+    """Declare every exchange, queue and binding (idempotent). Returns the two event exchanges."""
+    topic, durable = aio_pika.ExchangeType.TOPIC, True
+    trades = await channel.declare_exchange(topology.trade_exchange, topic, durable=durable)
+    orders = await channel.declare_exchange(topology.order_exchange, topic, durable=durable)
+    dlx = await channel.declare_exchange(topology.dead_letter_exchange, topic, durable=durable)
+    failed = await channel.declare_queue(topology.dead_letter_queue, durable=durable)
+    await failed.bind(dlx, "#")
+    wallet = await channel.declare_queue(
+        topology.wallet_queue,
+        durable=durable,
+        arguments={
+            "x-message-ttl": topology.message_ttl_ms,
+            "x-dead-letter-exchange": topology.dead_letter_exchange,
+            "x-dead-letter-routing-key": "failed.trades",
+        },
+    )
+    notification = await channel.declare_queue(
+        topology.notification_queue,
+        durable=durable,
+        arguments={
+            "x-dead-letter-exchange": topology.dead_letter_exchange,
+            "x-dead-letter-routing-key": "failed.notifications",
+        },
+    )
+    for queue in (wallet, notification):
+        await queue.bind(trades, "trade.#")
+    return {TRADE: trades, ORDER: orders}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    exchange: str  # TRADE or ORDER
+    routing_key: str
+    message_id: str
+    body: bytes
+    kind: str
+
+
+def routing_symbol(symbol: str) -> str:
+    """``BTC/USDT`` -> ``BTC-USDT``: one routing-key word, readable in bindings."""
+    return symbol.replace("/", "-").replace(".", "_")
+
+
+def events_for(message: dict[str, Any]) -> list[Event]:
+    """The RabbitMQ events of one execution message (pure; ids are deterministic)."""
+    kind = message["kind"]
+    if kind == "TRADE":
+        return [
+            Event(
+                TRADE,
+                f"trade.{routing_symbol(message['symbol'])}",
+                message["trade_id"],
+                dumps(trade_message(message)),
+                kind,
+            )
+        ]
+    if kind not in _ORDER_KINDS or (kind == "REJECTED" and not message.get("order_id")):
+        return []
+    if kind in ("ACCEPTED", "ORDER_ENDED"):
+        event = message["status"]
+    elif kind == "TRIGGERED":
+        event = "OPEN"
+    elif kind == "REJECTED":
+        event = "REJECTED"
+    else:
+        event = kind
+    event_id = f"{message['symbol']}:{message['seq']}"
+    body = {**message, "event_id": event_id, "event": event}
+    return [Event(ORDER, f"order.{event}", event_id, dumps(body), kind)]
+
+
+@dataclass
+class BridgeStats:
+    batches: int = 0
+    messages: int = 0
+    published: int = 0
+    republished_batches: int = 0
+
+
+class RabbitBridge:
+    def __init__(
+        self,
+        settings: Settings,
+        topology: Topology | None = None,
+        *,
+        topic: str | None = None,
+        group_id: str | None = None,
+        batch_size: int = 1000,
+        poll_timeout_s: float = 0.2,
+        confirm_timeout_s: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.topology = topology or Topology()
+        self.topic = topic or settings.topic_names["executions"]
+        suffix = f".{self.topology.prefix.rstrip('.')}" if self.topology.prefix else ""
+        self.group_id = group_id or f"{settings.topics.prefix}sink.rabbitmq{suffix}"
+        self.batch_size = batch_size
+        self.poll_timeout_s = poll_timeout_s
+        self.confirm_timeout_s = confirm_timeout_s
+        self.stats = BridgeStats()
+        self._connection: AbstractRobustConnection | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+        self._stopping = False
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+
+    async def connect(self) -> None:
+        connection = await aio_pika.connect_robust(
+            self.settings.rabbitmq.url(),
+            timeout=self.settings.rabbitmq.connect_timeout_s,
+            reconnect_interval=1.0,
+            client_properties={"connection_name": "te-sink-rabbitmq"},
+        )
+        channel = await connection.channel(publisher_confirms=True)
+        self._exchanges = await declare(channel, self.topology)
+        self._connection = connection
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    async def publish(self, events: list[Event]) -> None:
+        """Publish and wait for every confirm; raises if any is missing."""
+
+        async def one(event: Event) -> None:
+            message = aio_pika.Message(
+                event.body,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                message_id=event.message_id,
+                content_type="application/json",
+                type=event.kind,
+                app_id="trade-engine",
+            )
+            await self._exchanges[event.exchange].publish(
+                message, routing_key=event.routing_key, mandatory=False
+            )
+
+        await asyncio.wait_for(
+            asyncio.gather(*(one(e) for e in events)), timeout=self.confirm_timeout_s
+        )
+
+    async def _publish_until_confirmed(self, events: list[Event]) -> None:
+        attempts = 0
+
+        async def attempt() -> None:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:
+                self.stats.republished_batches += 1
+            await self.publish(events)
+
+        # Any failure here is the connection's (closed channel, broker restart, timeout):
+        # the robust connection reconnects by itself, the batch is sent again.
+        await retrying(attempt, (Exception,), "publishing to rabbitmq", max_delay_s=3.0)
+
+    async def run(self, exit_when_idle_s: float | None = None) -> BridgeStats:
+        await retrying(self.connect, (Exception,), "connecting to rabbitmq", max_delay_s=3.0)
+        consumer = Consumer(consumer_conf(self.settings, self.group_id))
+        consumer.subscribe([self.topic])
+        loop = asyncio.get_running_loop()
+        idle_since = time.monotonic()
+        try:
+            while not self._stopping:
+                messages = await consume(consumer, self.batch_size, self.poll_timeout_s)
+                if messages:
+                    await self._process(consumer, messages)
+                    idle_since = time.monotonic()
+                elif not consumer.assignment():
+                    idle_since = time.monotonic()
+                elif (
+                    exit_when_idle_s is not None
+                    and time.monotonic() - idle_since > exit_when_idle_s
+                ):
+                    break
+        finally:
+            await loop.run_in_executor(None, consumer.close)
+            await self.close()
+        return self.stats
+
+    async def _process(self, consumer: Consumer, messages: list[Message]) -> None:
+        events: list[Event] = []
+        ends: dict[int, int] = {}
+        for msg in messages:
+            partition, offset = msg.partition() or 0, msg.offset() or 0
+            ends[partition] = max(ends.get(partition, 0), offset + 1)
+            decoded = decode(msg)
+            if decoded is not None:
+                events.extend(events_for(decoded))
+        started = time.perf_counter()
+        if events:
+            await self._publish_until_confirmed(events)
+        metrics.BATCH_SECONDS.labels("rabbitmq").observe(time.perf_counter() - started)
+        for event in events:
+            metrics.PUBLISHED.labels(event.exchange).inc()
+        offsets = [TopicPartition(self.topic, p, o) for p, o in ends.items()]
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: consumer.commit(offsets=offsets, asynchronous=False)
+            )
+        except KafkaException as exc:
+            # A rebalance took the partitions: their new owner republishes (deduplicated).
+            log.warning("offset commit failed", extra={"error": str(exc)})
+        self.stats.batches += 1
+        self.stats.messages += len(messages)
+        self.stats.published += len(events)
+        metrics.MESSAGES.labels("rabbitmq").inc(len(messages))

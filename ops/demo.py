@@ -93,6 +93,9 @@ def _spawn(args: list[str], log_name: str, settings: Settings) -> subprocess.Pop
 
 def run_demo(settings: Settings, rate: float, seed: int, duration_s: float | None) -> int:
     print(f"creating topics: {create_topics(settings)}")
+    # The history tables must exist before the Postgres sink starts writing.
+    subprocess.run([sys.executable, "-m", "trade_engine", "db", "migrate"], check=True)
+    port = settings.metrics_port
     children = {
         "validation": _spawn(
             ["validation", "run", "--metrics-port", str(settings.metrics_port + 1)],
@@ -109,6 +112,16 @@ def run_demo(settings: Settings, rate: float, seed: int, duration_s: float | Non
                 str(settings.metrics_port),
             ],
             "matcher.log",
+            settings,
+        ),
+        "sink-postgres": _spawn(
+            ["sink", "postgres", "run", "--metrics-port", str(port + 3)],
+            "sink-postgres.log",
+            settings,
+        ),
+        "sink-rabbitmq": _spawn(
+            ["sink", "rabbitmq", "run", "--metrics-port", str(port + 4)],
+            "sink-rabbitmq.log",
             settings,
         ),
         "lag-exporter": _spawn(

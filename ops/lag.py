@@ -76,6 +76,8 @@ def engine_groups(settings: Settings) -> dict[str, str]:
     return {
         f"{prefix}validation": names["commands"],
         f"{prefix}matcher": names["accepted"],
+        f"{prefix}sink.postgres": names["executions"],
+        f"{prefix}sink.rabbitmq": names["executions"],
     }
 
 

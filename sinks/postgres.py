@@ -474,4 +474,4 @@ class PostgresSink:
 
     async def _maintain(self) -> None:
         report = await self._db(lambda: self.writer.maintain(self.policy), "partition maintenance")
-        log.info("partition maintenance", extra=report)
+        log.info("partition maintenance", extra={"maintenance": report})

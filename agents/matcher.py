@@ -1,12 +1,19 @@
 """The matcher: ``te.commands.accepted`` in, ``te.executions`` and ``te.trades`` out.
 
 Exactly-once effects come from a Kafka transaction the engine drives itself,
-one per consumed batch, holding everything the batch caused:
+one per batch, holding everything the batch caused:
 
 1. the execution and trade records,
 2. the book-state changes (changelog topic),
 3. the consumer offsets of the inputs (``send_offsets_to_transaction`` with the
    consumer's group metadata, so a member fenced by a rebalance cannot commit).
+
+A batch is what one transaction holds: the worker keeps consuming into the
+open transaction while the consumer has records queued, and commits as soon
+as the queue runs dry (low latency at low rates), or after ``commit_interval_s``
+or ``max_batch`` records (large transactions under load, so the fixed cost of a
+commit is spread over many records). Rebalance callbacks commit an open
+transaction before partitions are given up (and abort it when they were lost).
 
 Commit order, per batch: apply commands in memory -> produce outputs ->
 produce changelog -> send offsets -> commit -> write the local RocksDB store.
@@ -22,11 +29,13 @@ commits are not atomic with our outputs (see docs/recovery.md).
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -43,14 +52,14 @@ from confluent_kafka import (
 
 from trade_engine import metrics
 from trade_engine.agents.matching_stage import (
-    DEAD_LETTER,
     EXECUTIONS,
     STAGE,
+    TRADES,
     CorePanicError,
-    Output,
     StageCounters,
     match_record,
 )
+from trade_engine.agents.standby import StandbyReplicator
 from trade_engine.config import Settings
 from trade_engine.streams.records import ConsumedRecord, is_partition_eof
 from trade_engine.tables.durable import Changes, PartitionBooks
@@ -81,6 +90,16 @@ class MatcherTopics:
         )
 
 
+@dataclass(slots=True)
+class _Transaction:
+    """The open transaction: when it began, its input partitions (in order), what it holds."""
+
+    started: float
+    partitions: dict[int, None] = field(default_factory=dict)
+    inputs: int = 0
+    counters: StageCounters = field(default_factory=StageCounters)
+
+
 class MatcherWorker:
     def __init__(
         self,
@@ -89,15 +108,26 @@ class MatcherWorker:
         *,
         batch_size: int = 2000,
         batch_timeout_s: float = 0.02,
+        max_batch: int = 50_000,
+        commit_interval_s: float = 0.25,
         topics: MatcherTopics | None = None,
         group_id: str | None = None,
+        tune_gc: bool = True,
+        standby: bool = False,
     ) -> None:
+        """``batch_size``: records per consume call; ``batch_timeout_s``: how long an idle
+        worker waits for the next record; ``max_batch``/``commit_interval_s``: the most
+        records / the longest time one transaction stays open while records keep coming."""
         self.settings = settings
         self.worker_id = worker_id
         self.topics = topics or MatcherTopics.from_settings(settings)
         self.group_id = group_id or f"{settings.topics.prefix}matcher"
         self.batch_size = batch_size
         self.batch_timeout_s = batch_timeout_s
+        self.max_batch = max(max_batch, batch_size)
+        self.commit_interval_s = commit_interval_s
+        self._txn: _Transaction | None = None
+        self.tune_gc = tune_gc
         self.rules: dict[str, SymbolRules] = {
             spec.symbol: rules_for(spec) for spec in settings.market.symbols
         }
@@ -107,6 +137,11 @@ class MatcherWorker:
         self.poison: set[tuple[int, int]] = set()
         self._changelog_offsets: dict[int, int] = {}
         self._running = True
+        # Warm standby: keep the stores of partitions owned elsewhere up to date, so a
+        # takeover reads only the changelog tail (see agents/standby.py).
+        self.standby = (
+            StandbyReplicator(settings, self.topics.changelog, self.state_root) if standby else None
+        )
         kafka = settings.kafka.librdkafka()
         self.consumer = Consumer(
             {
@@ -123,7 +158,8 @@ class MatcherWorker:
                 "session.timeout.ms": 6000,
                 "heartbeat.interval.ms": 1000,
                 "fetch.wait.max.ms": 10,
-                "queued.min.messages": 20000,
+                # Keep a full transaction's worth of records prefetched.
+                "queued.min.messages": 100_000,
             }
         )
         self.producer = Producer(
@@ -137,6 +173,15 @@ class MatcherWorker:
                 "linger.ms": 2,
                 "compression.type": "lz4",
                 "partitioner": "murmur2_random",
+                # The next transaction's first requests are answered
+                # CONCURRENT_TRANSACTIONS while the broker still writes the last
+                # one's markers; retrying after the default 100 ms puts that wait
+                # straight into every record's latency.
+                "retry.backoff.ms": 2,
+                "retry.backoff.max.ms": 20,
+                # One transaction may hold max_batch records' outputs and changelog.
+                "queue.buffering.max.messages": 2_000_000,
+                "queue.buffering.max.kbytes": 2_097_151,
             }
         )
 
@@ -144,24 +189,49 @@ class MatcherWorker:
 
     def run(self, max_idle_s: float | None = None) -> None:
         """Consume until stopped (SIGTERM/SIGINT) or idle for ``max_idle_s``."""
+        if self.tune_gc:
+            # The books are large, long-lived object graphs and every record makes
+            # short-lived garbage: collect the young generation 140x less often
+            # (young cycles are still found) and rarely walk the whole heap.
+            gc.set_threshold(100_000, 50, 100)
         self.producer.init_transactions(30)
         self.consumer.subscribe(
             [self.topics.input],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
-            on_lost=self._on_revoke,
+            on_lost=self._on_lost,
         )
+        if self.standby is not None:
+            self.standby.follow(set(range(self.settings.topics.partitions)))
         log.info("matcher started", extra={"worker": self.worker_id, "group": self.group_id})
+        consumer = self.consumer
         idle_since = time.monotonic()
         try:
             while self._running:
-                messages = self.consumer.consume(self.batch_size, self.batch_timeout_s)
+                # What is already fetched, without waiting.
+                messages = consumer.consume(self.batch_size, 0)
                 if not messages:
-                    if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
-                        break
-                    continue
+                    if self._txn is not None:
+                        self._commit()  # caught up: make the batch visible now
+                        continue
+                    if self.standby is not None:
+                        self.standby.poll(max_records=5000)  # idle: follow the others
+                    msg = consumer.poll(self.batch_timeout_s)
+                    if msg is None:
+                        if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                            break
+                        continue
+                    messages = [msg]
                 idle_since = time.monotonic()
                 self._process_batch(messages)
+                txn = self._txn
+                if txn is not None and (
+                    txn.inputs >= self.max_batch
+                    or time.monotonic() - txn.started >= self.commit_interval_s
+                ):
+                    self._commit()
+            if self._txn is not None:
+                self._commit()
         finally:
             self.close()
 
@@ -179,6 +249,8 @@ class MatcherWorker:
         try:
             self.consumer.close()
         finally:
+            if self.standby is not None:
+                self.standby.close()
             for store in self.stores.values():
                 store.close()
             self.stores.clear()
@@ -187,6 +259,10 @@ class MatcherWorker:
     # --------------------------------------------------------- rebalance
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._txn is not None:
+            self._commit()
+        if self.standby is not None:
+            self.standby.unfollow({tp.partition for tp in partitions})
         for tp in partitions:
             books = self._restore(tp.partition)
             tp.offset = books.position if books.position > 0 else OFFSET_BEGINNING
@@ -194,11 +270,27 @@ class MatcherWorker:
         consumer.assign(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Still the owner (the revoke comes before the rejoin): commit what is open.
+        if self._txn is not None:
+            self._commit()
+        self._drop(partitions)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # No longer the owner: what is open must not commit; partitions kept are rewound.
+        self._drop(partitions)
+        txn = self._txn
+        if txn is not None:
+            self._txn = None
+            self._abort_and_rewind(list(txn.partitions), "lost")
+
+    def _drop(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.books.pop(tp.partition, None)
             store = self.stores.pop(tp.partition, None)
             if store is not None:
                 store.close()
+        if self.standby is not None:
+            self.standby.follow({tp.partition for tp in partitions})
         metrics.ASSIGNED_PARTITIONS.set(len(self.books))
 
     def _restore(self, partition: int) -> PartitionBooks:
@@ -269,21 +361,48 @@ class MatcherWorker:
     # ------------------------------------------------------------ batches
 
     def _process_batch(self, messages: list[Message]) -> None:
-        started = time.monotonic()
+        """Apply ``messages`` inside the open transaction (begun here if none is)."""
         by_partition: dict[int, list[ConsumedRecord]] = defaultdict(list)
+        from_message = ConsumedRecord.from_message
         for msg in messages:
             if msg.error() is not None:
                 if not is_partition_eof(msg):
                     log.warning("consumer error", extra={"error": str(msg.error())})
                 continue
-            record = ConsumedRecord.from_message(msg)
+            record = from_message(msg)
             by_partition[record.partition].append(record)
         if not by_partition:
             return
-        counters = StageCounters()
+        txn = self._txn
         try:
-            self.producer.begin_transaction()
-            changes = self._apply(by_partition, counters)
+            if txn is None:
+                self.producer.begin_transaction()
+                txn = self._txn = _Transaction(time.monotonic())
+            txn.partitions.update(dict.fromkeys(by_partition))
+            txn.inputs += len(messages)
+            self._apply(by_partition, txn.counters)
+        except CorePanicError as exc:
+            log.error(
+                "core failed on an input; it will be dead-lettered",
+                extra={"partition": exc.partition, "offset": exc.offset, "error": repr(exc.cause)},
+            )
+            self.poison.add((exc.partition, exc.offset))
+            self._fail("core_panic", list(by_partition))
+        except (KafkaException, BufferError) as exc:
+            self._kafka_failure(exc, list(by_partition))
+
+    def _commit(self) -> None:
+        """Changelog + input offsets into the open transaction, commit, then the local store."""
+        txn = self._txn
+        assert txn is not None
+        changes: dict[int, Changes] = {}
+        try:
+            for partition in txn.partitions:
+                books = self.books.get(partition)
+                if books is None:
+                    continue  # revoked while the batch was in flight
+                changes[partition] = partition_changes = books.take_changes()
+                self._produce_changelog(partition, partition_changes)
             offsets = [
                 TopicPartition(self.topics.input, p, self.books[p].position) for p in changes
             ]
@@ -291,58 +410,91 @@ class MatcherWorker:
                 offsets, self.consumer.consumer_group_metadata(), 30
             )
             self.producer.commit_transaction(30)
-        except CorePanicError as exc:
-            log.error(
-                "core failed on an input; it will be dead-lettered",
-                extra={"partition": exc.partition, "offset": exc.offset, "error": repr(exc.cause)},
-            )
-            self.poison.add((exc.partition, exc.offset))
-            self._abort_and_rewind(list(by_partition), "core_panic")
+        except (KafkaException, BufferError) as exc:
+            self._kafka_failure(exc)
             return
-        except KafkaException as exc:
-            error = exc.args[0]
-            if isinstance(error, KafkaError) and error.fatal():
-                log.critical("fatal producer error; exiting", extra={"error": str(error)})
-                raise
-            log.warning("transaction failed; rewinding", extra={"error": str(error)})
-            self._abort_and_rewind(list(by_partition), "kafka")
-            return
+        self._txn = None
         self.producer.poll(0)  # serve delivery reports: the changelog offsets below
         for partition, partition_changes in changes.items():
             store = self.stores.get(partition)
             if store is not None:
                 store.write(partition_changes, self._changelog_offsets.get(partition, -1))
-        metrics.BATCH_SECONDS.observe(time.monotonic() - started)
-        metrics.BATCH_SIZE.observe(len(messages))
-        _publish(counters)
+        metrics.BATCH_SECONDS.observe(time.monotonic() - txn.started)
+        metrics.BATCH_SIZE.observe(txn.inputs)
+        _publish(txn.counters)
+
+    def _kafka_failure(
+        self, exc: KafkaException | BufferError, consumed: Sequence[int] = ()
+    ) -> None:
+        error = exc.args[0] if exc.args else exc
+        if isinstance(error, KafkaError) and error.fatal():
+            log.critical("fatal producer error; exiting", extra={"error": str(error)})
+            raise exc
+        log.warning("transaction failed; rewinding", extra={"error": str(error)})
+        self._fail("kafka", consumed)
+
+    def _fail(self, reason: str, consumed: Sequence[int] = ()) -> None:
+        """Abort the open transaction; its partitions, and those of records consumed but not
+        yet in it (``consumed``), restart from their committed state."""
+        txn = self._txn
+        self._txn = None
+        partitions = dict.fromkeys(txn.partitions if txn is not None else ())
+        partitions.update(dict.fromkeys(consumed))
+        self._abort_and_rewind(list(partitions), reason)
 
     def _apply(
         self, by_partition: dict[int, list[ConsumedRecord]], counters: StageCounters
-    ) -> dict[int, Changes]:
-        """Match every record of the batch, producing outputs and changelog inside the open
-        transaction; return the state changes per partition."""
-        changes: dict[int, Changes] = {}
+    ) -> None:
+        """Match every record, producing its outputs inside the open transaction."""
+        poison = self.poison
         for partition, batch in by_partition.items():
             books = self.books.get(partition)
             if books is None:
                 continue  # revoked while the batch was in flight
+            executions: list[dict[str, Any]] = []
+            trades: list[dict[str, Any]] = []
             for record in batch:
                 offset = record.offset
                 if offset < books.position:
                     continue  # already applied: re-delivered after a rewind
                 books.position = offset + 1
-                poisoned = (partition, offset) in self.poison
-                self._emit(match_record(books, record, counters, poisoned=poisoned), partition)
-            changes[partition] = books.take_changes()
-            for key, value in changes[partition].items():
-                self.producer.produce(
-                    self.topics.changelog,
-                    key=key,
-                    value=value,
-                    partition=partition,
-                    on_delivery=self._changelog_delivered,
-                )
-        return changes
+                poisoned = bool(poison) and (partition, offset) in poison
+                for out in match_record(books, record, counters, poisoned=poisoned):
+                    role = out.role
+                    if role == EXECUTIONS:
+                        executions.append({"key": out.key, "value": out.value})
+                    elif role == TRADES:
+                        trades.append({"key": out.key, "value": out.value})
+                    else:
+                        self.producer.produce(
+                            self.topics.dead_letter,
+                            key=out.key,
+                            value=out.value,
+                            headers=out.headers,
+                        )
+            self._produce_batch(self.topics.executions, partition, executions)
+            self._produce_batch(self.topics.trades, partition, trades)
+
+    def _produce_changelog(self, partition: int, changes: Changes) -> None:
+        messages: list[dict[str, Any]] = [
+            {"key": key, "value": value} for key, value in changes.items()
+        ]
+        if messages:
+            # Offsets grow within a partition: the last record's report is the one needed.
+            messages[-1]["callback"] = self._changelog_delivered
+            self._produce_batch(self.topics.changelog, partition, messages)
+
+    def _produce_batch(self, topic: str, partition: int, messages: list[dict[str, Any]]) -> None:
+        if not messages:
+            return
+        queued = self.producer.produce_batch(topic, messages, partition=partition)
+        if queued != len(messages):
+            error = next((m["_error"] for m in messages if "_error" in m), None)
+            raise KafkaException(
+                error
+                if isinstance(error, KafkaError)
+                else KafkaError(KafkaError._FAIL, f"{len(messages) - queued} not queued")
+            )
 
     def _changelog_delivered(self, err: KafkaError | None, msg: Message) -> None:
         partition, offset = msg.partition(), msg.offset()
@@ -368,15 +520,6 @@ class MatcherWorker:
                 positions.append(TopicPartition(self.topics.input, partition, books.position))
         for tp in positions:
             self.consumer.seek(tp)
-
-    def _emit(self, outputs: list[Output], partition: int) -> None:
-        produce = self.producer.produce
-        for out in outputs:
-            if out.role == DEAD_LETTER:
-                produce(self.topics.dead_letter, key=out.key, value=out.value, headers=out.headers)
-            else:
-                topic = self.topics.executions if out.role == EXECUTIONS else self.topics.trades
-                produce(topic, key=out.key, value=out.value, partition=partition)
 
 
 def _publish(counters: StageCounters) -> None:

@@ -10,15 +10,15 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from trade_engine.streams.codec import Headers, decode_command, header
 from trade_engine.streams.commands import to_core
 from trade_engine.streams.exceptions import DecodeError
-from trade_engine.streams.executions import dumps, execution_message, trade_message
+from trade_engine.streams.executions import InputTail, encode_execution
 from trade_engine.streams.records import ConsumedRecord
 from trade_engine.tables.durable import PartitionBooks
 from trade_engine.tables.matching.exceptions import MatchingError
-from trade_engine.tables.matching.executions import Trade
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,9 @@ EXECUTIONS, TRADES, DEAD_LETTER = "executions", "trades", "dead_letter"
 STAGE = "matcher"
 
 
-@dataclass(frozen=True, slots=True)
-class Output:
+class Output(NamedTuple):
+    """One record to publish (a tuple: cheap to build, compared by value)."""
+
     role: str
     key: bytes | None
     value: bytes | None
@@ -91,17 +92,32 @@ def match_record(
     books.note(symbol, records)
     key = record.key
     outputs = []
+    partition, offset, timestamp_ms = record.partition, record.offset, record.timestamp_ms
+    at = _TAIL.at(timestamp_ms)
+    tail, input_obj = _TAIL.tail(partition, offset, timestamp_ms)
+    kinds = counters.executions
     for execution in records:
-        message = execution_message(
-            execution, rules, record.partition, record.offset, record.timestamp_ms
+        value, trade = encode_execution(
+            execution,
+            rules,
+            tail=tail,
+            input_obj=input_obj,
+            at=at,
+            partition=partition,
+            offset=offset,
+            timestamp_ms=timestamp_ms,
         )
-        outputs.append(Output(EXECUTIONS, key, dumps(message)))
-        counters.executions[execution.kind] += 1
-        if isinstance(execution, Trade):
-            outputs.append(Output(TRADES, key, dumps(trade_message(message))))
+        outputs.append(Output(EXECUTIONS, key, value))
+        kinds[execution.kind] += 1
+        if trade is not None:
+            outputs.append(Output(TRADES, key, trade))
             counters.trades[symbol] += 1
     counters.commands[symbol] += 1
     return outputs
+
+
+# Caches the RFC 3339 text of the last input timestamp (a pure conversion).
+_TAIL = InputTail()
 
 
 def _dead_letter(record: ConsumedRecord, code: str, reason: str, counters: StageCounters) -> Output:

@@ -16,7 +16,8 @@ import json
 from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from enum import Enum
+from typing import Any, TypeVar
 
 from trade_engine.tables.matching.book import Book, BookLike
 from trade_engine.tables.matching.codes import EndReason, RejectCode
@@ -69,6 +70,17 @@ _STOP_TYPES = (OrderType.STOP, OrderType.STOP_LIMIT)
 _IMMEDIATE = (TimeInForce.IOC, TimeInForce.FOK)
 
 Problem = tuple[RejectCode, str]
+_E = TypeVar("_E", bound=Enum)
+
+
+def _member(cls: type[_E], value: Any) -> _E:
+    """``cls(value)`` without the Enum call machinery on the hot path (same result,
+    and the same ValueError from ``cls(value)`` for anything that is not a value)."""
+    try:
+        member = cls._value2member_map_.get(value)
+    except TypeError:  # unhashable: let the Enum call raise as usual
+        member = None
+    return cls(value) if member is None else member  # type: ignore[return-value]
 
 
 def required_hold(p: Place) -> int:
@@ -619,15 +631,15 @@ class MatchingEngine:
             p = Place(
                 r.order_id,
                 r.user_id,
-                Side(r.side),
-                OrderType(r.order_type),
+                _member(Side, r.side),
+                _member(OrderType, r.order_type),
                 None if r.quantity is None else rules.qty_scale.parse(r.quantity),
                 None if r.price is None else rules.price_scale.parse(r.price),
                 None if r.stop_price is None else rules.price_scale.parse(r.stop_price),
                 None if r.funds is None else rules.quote_scale.parse(r.funds),
-                TimeInForce(r.tif),
+                _member(TimeInForce, r.tif),
                 r.client_order_id,
-                StpMode(r.stp),
+                _member(StpMode, r.stp),
                 r.post_only,
                 r.expire_at,
             )

@@ -18,6 +18,9 @@ MAX_INT_DIGITS = 18
 MAX_FRAC_DIGITS = 18
 _MAX_LEN = MAX_INT_DIGITS + 1 + MAX_FRAC_DIGITS
 _DECIMAL = re.compile(r"(0|[1-9][0-9]{0,17})(?:\.([0-9]{1,18}))?")
+# Prices and sizes repeat a lot in a flow: each Scale memoises its recent
+# parse/format results (pure functions of the argument), bounded by this size.
+_CACHE_SIZE = 4096
 
 
 def split_decimal(text: str) -> tuple[int, int]:
@@ -36,7 +39,7 @@ def split_decimal(text: str) -> tuple[int, int]:
 class Scale:
     """The size of one unit, e.g. tick ``"0.01"``: parses and formats amounts of it."""
 
-    __slots__ = ("decimals", "mantissa", "off_grid", "text")
+    __slots__ = ("_formatted", "_parsed", "decimals", "mantissa", "off_grid", "text")
 
     def __init__(
         self,
@@ -54,6 +57,8 @@ class Scale:
         self.decimals = decimals
         self.off_grid = off_grid
         self.text = text
+        self._parsed: dict[str, int] = {}
+        self._formatted: dict[int, str] = {}
 
     def times(self, other: Scale, off_grid: RejectCode) -> Scale:
         """The unit of a product, e.g. quote unit = tick * step."""
@@ -62,17 +67,34 @@ class Scale:
 
     def parse(self, text: str) -> int:
         """Exact number of units in ``text``; off-grid raises, never rounds."""
+        if type(text) is str:  # only exact str results are memoised (hashable, immutable)
+            units = self._parsed.get(text)
+            if units is not None:
+                return units
         value, frac = split_decimal(text)
         num = value * 10 ** max(self.decimals - frac, 0)
         den = self.mantissa * 10 ** max(frac - self.decimals, 0)
         units, rest = divmod(num, den)
         if rest:
             raise NumberFormatError(self.off_grid, text)
-        return int(units)
+        units = int(units)
+        cache = self._parsed
+        if len(cache) >= _CACHE_SIZE:
+            cache.clear()
+        cache[text] = units
+        return units
 
     def format(self, units: int) -> str:
         """Canonical string of ``units`` with exactly this unit's decimals."""
-        return format_fixed(units * self.mantissa, self.decimals)
+        text = self._formatted.get(units) if type(units) is int else None
+        if text is None:
+            text = format_fixed(units * self.mantissa, self.decimals)
+            if type(units) is int:
+                cache = self._formatted
+                if len(cache) >= _CACHE_SIZE:
+                    cache.clear()
+                cache[units] = text
+        return text
 
     def __repr__(self) -> str:
         return f"Scale({self.text!r})"

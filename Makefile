@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test up down status lint typecheck pytest unit crash-test bench-baseline bench-matching bench-e2e bench-sink lock clean
+.PHONY: run test up down status lint typecheck pytest unit crash-test bench-baseline bench-matching bench-e2e bench-sinks lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version}"'
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 ## The main job: the local stack, then a demo market through the whole pipeline (Ctrl-C stops).
-RATE ?= 2000
+RATE ?= 200
 run: $(STAMP)
 	bash ops/stack.sh up
 	bash ops/prometheus/prometheus.sh up
@@ -60,7 +60,11 @@ bench-baseline: $(STAMP)
 	bash ops/kafka/kafka.sh up
 	$(BIN)/python ops/benchmarks/bench_baseline.py
 
-bench-sink: $(STAMP)
+bench-e2e: $(STAMP)
+	bash ops/kafka/kafka.sh up
+	$(BIN)/python ops/benchmarks/bench_e2e.py
+
+bench-sinks: $(STAMP)
 	bash ops/stack.sh up
 	$(BIN)/python ops/benchmarks/bench_sink.py
 

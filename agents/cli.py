@@ -25,6 +25,7 @@ def _cmd_matcher_run(args: argparse.Namespace, settings: Settings) -> int:
         settings,
         args.worker_id or f"{socket.gethostname()}-{os.getpid()}",
         batch_size=args.batch_size,
+        standby=args.standby,
     )
     worker.install_signal_handlers()
     worker.run(max_idle_s=args.exit_when_idle)
@@ -53,6 +54,11 @@ def add_agent_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     run = matcher_sub.add_parser("run", help="consume te.commands.accepted and match")
     run.add_argument("--worker-id", help="stable id: names the transactional id and local state")
     run.add_argument("--batch-size", type=int, default=2000)
+    run.add_argument(
+        "--standby",
+        action="store_true",
+        help="warm standby: follow the changelog of partitions owned by other workers",
+    )
     run.add_argument("--metrics-port", type=int, default=None)
     run.add_argument(
         "--exit-when-idle", type=float, default=None, metavar="SECONDS", help="for tests"
@@ -110,7 +116,7 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_demo_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = sub.add_parser("demo", help="the main job: a demo market through the whole pipeline")
-    demo.add_argument("--rate", type=float, default=2000.0, help="orders/s offered")
+    demo.add_argument("--rate", type=float, default=200.0, help="orders/s offered")
     demo.add_argument("--seed", type=int, default=42)
     demo.add_argument("--duration", type=float, default=None, metavar="SECONDS")
     demo.set_defaults(handler=_cmd_demo)

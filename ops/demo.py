@@ -10,6 +10,7 @@ everything cleanly.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -20,11 +21,15 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from types import FrameType
+from urllib.parse import urlsplit
 
 from confluent_kafka import Consumer
 
 from trade_engine.config import Settings
+from trade_engine.connectors.wallet.client import WalletClient
+from trade_engine.connectors.wallet.models import TransferRequest
 from trade_engine.ops.lag import LagReader, engine_groups
 from trade_engine.streams.topics import create_topics
 
@@ -91,15 +96,67 @@ def _spawn(args: list[str], log_name: str, settings: Settings) -> subprocess.Pop
     )
 
 
+DEMO_USERS = 100
+
+
+async def _fund_users(settings: Settings, users: int) -> None:
+    """Give the load generator's users (u1..uN) plenty of every asset, once.
+
+    Deposits are idempotent on their key, so a second demo run adds nothing.
+    """
+    assets = sorted(
+        {spec.base_asset for spec in settings.market.symbols}
+        | {spec.quote_asset for spec in settings.market.symbols}
+    )
+    url = urlsplit(settings.wallet.url)
+    for _ in range(120):  # the service was just started: wait for its port
+        try:
+            _, writer = await asyncio.open_connection(url.hostname, url.port)
+        except OSError:
+            await asyncio.sleep(0.5)
+        else:
+            writer.close()
+            break
+    async with WalletClient.from_settings(settings) as wallet:
+        for n in range(1, users + 1):
+            await asyncio.gather(
+                *(
+                    wallet.deposit(
+                        TransferRequest(
+                            user_id=f"u{n}",
+                            asset=asset,
+                            amount=Decimal(10**9 if asset == "USDT" else 10**6),
+                            idempotency_key=f"demo-fund-u{n}-{asset}",
+                            reason="demo funding",
+                        )
+                    )
+                    for asset in assets
+                )
+            )
+
+
 def run_demo(settings: Settings, rate: float, seed: int, duration_s: float | None) -> int:
     print(f"creating topics: {create_topics(settings)}")
     # The history tables must exist before the Postgres sink starts writing.
     subprocess.run([sys.executable, "-m", "trade_engine", "db", "migrate"], check=True)
     port = settings.metrics_port
+    wallet = _spawn(["wallet", "serve"], "wallet.log", settings)
+    try:
+        asyncio.run(_fund_users(settings, DEMO_USERS))
+    except Exception:
+        wallet.terminate()
+        raise
+    print(f"funded users u1..u{DEMO_USERS} in the wallet service ({settings.wallet.url})")
     children = {
-        "validation": _spawn(
-            ["validation", "run", "--metrics-port", str(settings.metrics_port + 1)],
-            "validation.log",
+        "wallet": wallet,
+        "risk": _spawn(
+            ["risk", "run", "--metrics-port", str(settings.metrics_port + 1)],
+            "risk.log",
+            settings,
+        ),
+        "settlement": _spawn(
+            ["settlement", "run", "--metrics-port", str(port + 5)],
+            "settlement.log",
             settings,
         ),
         "matcher": _spawn(
@@ -146,6 +203,8 @@ def run_demo(settings: Settings, rate: float, seed: int, duration_s: float | Non
                 str(seed),
                 "--duration",
                 "24h",
+                "--users",
+                str(DEMO_USERS),
                 "--run-id",
                 f"demo{uuid.uuid4().hex[:6]}",
             ],

@@ -74,8 +74,9 @@ def engine_groups(settings: Settings) -> dict[str, str]:
     prefix = settings.topics.prefix
     names = settings.topic_names
     return {
-        f"{prefix}validation": names["commands"],
+        f"{prefix}risk": names["commands"],
         f"{prefix}matcher": names["accepted"],
+        f"{prefix}settlement": names["executions"],
         f"{prefix}sink.postgres": names["executions"],
         f"{prefix}sink.rabbitmq": names["executions"],
     }

@@ -105,9 +105,8 @@ def _cmd_sink_rabbitmq(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_replay_sink(args: argparse.Namespace, settings: Settings) -> int:
-    from trade_engine.sinks.rebuild import rebuild
-
     from trade_engine import logs
+    from trade_engine.sinks.rebuild import rebuild
 
     logs.configure(settings.log_level)
     report = asyncio.run(

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from trade_engine.agents.cli import add_agent_commands
+from trade_engine.agents.money_cli import add_money_commands
 from trade_engine.config import CONFIG_FILE_ENV, Settings, load_settings
 from trade_engine.connectors.cli import add_connector_commands
 from trade_engine.connectors.wallet.cli import add_wallet_commands
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_check,
         _add_dev,
         add_agent_commands,
+        add_money_commands,
         add_connector_commands,
         add_wallet_commands,
         add_sink_commands,

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_compose_services_and_mounts() -> None:
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     services = compose["services"]
-    for name in ("kafka", "postgres", "rabbitmq", "prometheus", "grafana", "matcher", "validation"):
+    for name in ("kafka", "postgres", "rabbitmq", "prometheus", "grafana", "matcher", "risk"):
         assert name in services, name
     for name in ("kafka", "postgres", "rabbitmq", "prometheus", "matcher"):
         assert "healthcheck" in services[name], f"{name} has no healthcheck"

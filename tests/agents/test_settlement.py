@@ -1,0 +1,579 @@
+"""The settlement agent, and the money pipeline end to end.
+
+Pure parts: which wallet call each execution record needs, and how a batch is
+cut into phases that keep each order's operations in log order.
+
+End to end (real Kafka, PostgreSQL, the wallet service as a server, the
+matcher, risk and settlement agents as subprocesses): a seeded flow settles
+with the ledger balanced, every trade settled exactly once and every open
+order's hold equal to the engine's; an underfunded order is refused with no
+hold; a SIGKILLed settlement agent re-reads and settles nothing twice; a
+wallet outage is waited out without dead letters; a dead-lettered record is
+re-driven; a drift is reported by ``trade-engine reconcile``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from confluent_kafka import Producer
+
+from trade_engine.agents.money_cli import add_money_commands
+from trade_engine.agents.reconcile import check, engine_holds
+from trade_engine.agents.replay import read_partition
+from trade_engine.agents.settlement import (
+    BadRecordError,
+    WalletOp,
+    dead_letter_headers,
+    phases,
+    plan,
+    redrive,
+)
+from trade_engine.config import Settings, load_settings
+from trade_engine.connectors.loadgen import generate
+from trade_engine.connectors.wallet.client import WalletClient
+from trade_engine.connectors.wallet.models import (
+    ReleaseRequest,
+    ReserveRequest,
+    SettleTradeRequest,
+    TransferRequest,
+)
+from trade_engine.ops.lag import LagReader
+from trade_engine.streams.codec import encode, header, new_headers
+from trade_engine.streams.commands import PlaceOrder
+from trade_engine.streams.records import ConsumedRecord
+from trade_engine.streams.topics import create_topics
+
+REPO = Path(__file__).resolve().parents[2]
+
+# -------------------------------------------------------------------- pure parts
+
+TRADE = {
+    "v": 1,
+    "symbol": "BTC/USDT",
+    "seq": 7,
+    "kind": "TRADE",
+    "trade_id": "BTC/USDT:7",
+    "price": "50000.00",
+    "quantity": "0.50000",
+    "quote_quantity": "25000.0000000",
+    "buyer_order_id": "b1",
+    "seller_order_id": "s1",
+    "buyer_user_id": "ub",
+    "seller_user_id": "us",
+    "buyer_fee": "0.00050",
+    "seller_fee": "25.0000000",
+    "buyer_fee_asset": "BTC",
+    "seller_fee_asset": "USDT",
+}
+
+
+def _raw(**fields: Any) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def test_plan_per_record_kind() -> None:
+    settle = plan(json.dumps(TRADE).encode())
+    assert settle is not None
+    assert settle.kind == "settle"
+    assert isinstance(settle.request, SettleTradeRequest)
+    assert settle.request.trade_id == "BTC/USDT:7"
+    assert settle.request.quote_quantity == Decimal(25000)
+    assert (settle.request.base_asset, settle.request.quote_asset) == ("BTC", "USDT")
+    assert settle.orders == ("b1", "s1")
+
+    ended = dict(symbol="BTC/USDT", order_id="b1", user_id="ub", status="CANCELLED")
+    release = plan(_raw(kind="ORDER_ENDED", seq=9, release="12.5000000", side="BUY", **ended))
+    assert release is not None
+    assert isinstance(release.request, ReleaseRequest)
+    assert (release.request.asset, release.request.amount) == ("USDT", Decimal("12.5"))
+    assert release.request.key == "b1"
+    assert plan(_raw(kind="ORDER_ENDED", seq=9, release="0.0000000", side="BUY", **ended)) is None
+
+    rejected = dict(symbol="BTC/USDT", order_id="s1", user_id="us", side="SELL")
+    op = plan(_raw(kind="REJECTED", seq=3, request="PLACE", release="0.10000", **rejected))
+    assert op is not None
+    assert (op.request.asset, op.request.order_id) == ("BTC", "s1")  # type: ignore[union-attr]
+    assert plan(_raw(kind="REJECTED", seq=3, request="CANCEL", release="0", **rejected)) is None
+
+    amended = dict(symbol="BTC/USDT", order_id="s1", user_id="us", side="SELL", seq=11)
+    down = plan(_raw(kind="AMENDED", reserve_delta="-0.20000", **amended))
+    assert down is not None
+    assert isinstance(down.request, ReleaseRequest)
+    assert (down.request.amount, down.request.key) == (Decimal("0.2"), "s1:11")
+    up = plan(_raw(kind="AMENDED", reserve_delta="0.30000", **amended))
+    assert up is not None
+    assert isinstance(up.request, ReserveRequest)
+    assert (up.kind, up.request.amount, up.request.key) == (
+        "reserve",
+        Decimal("0.3"),
+        "s1:amend:11",
+    )
+    assert plan(_raw(kind="ACCEPTED", seq=1, symbol="BTC/USDT")) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        b"nope",
+        b"[1]",
+        _raw(kind="TRADE", symbol="BTC/USDT"),
+        _raw(kind="ORDER_ENDED", release="1"),
+    ],
+)
+def test_bad_records_are_named(value: bytes | None) -> None:
+    with pytest.raises(BadRecordError):
+        plan(value)
+
+
+def _op(kind: str, *orders: str) -> WalletOp:
+    return WalletOp(kind, None, orders)  # type: ignore[arg-type]
+
+
+def test_phases_keep_each_orders_log_order() -> None:
+    items = list(
+        enumerate(
+            [
+                _op("settle", "a", "b"),  # 0
+                _op("release", "a"),  # 1: after 0
+                _op("settle", "c", "d"),  # 2: joins phase 0
+                _op("settle", "b", "e"),  # 3: joins phase 0 (b's last op is there)
+                _op("release", "c"),  # 4: joins phase 1
+                _op("settle", "a", "f"),  # 5: after a's release: new phase
+                _op("reserve", "g"),  # 6: after everything before it
+                _op("release", "d"),  # 7: may run early (phase 1)
+            ]
+        )
+    )
+    got = [(kind, [i for i, _ in members]) for kind, members in phases(items)]
+    assert got == [
+        ("settle", [0, 2, 3]),
+        ("release", [1, 4, 7]),
+        ("settle", [5]),
+        ("reserve", [6]),
+    ]
+
+
+def test_dead_letter_headers_keep_the_origin() -> None:
+    record = ConsumedRecord("te.executions", 3, 42, 0, b"k", b"v", [("trace_id", b"t")])
+    headers = dead_letter_headers(record, "RESERVATION_NOT_FOUND", "settle: no hold")
+    assert headers["dlq.topic"] == b"te.executions"
+    assert (headers["dlq.partition"], headers["dlq.offset"]) == (b"3", b"42")
+    assert (headers["dlq.stage"], headers["dlq.redrives"], headers["trace_id"]) == (
+        b"settlement",
+        b"0",
+        b"t",
+    )
+    again = ConsumedRecord("te.dead-letter", 0, 5, 0, b"k", b"v", list(headers.items()))
+    second = dead_letter_headers(again, "RESERVATION_NOT_FOUND", "still")
+    assert (second["dlq.topic"], second["dlq.offset"], second["dlq.redrives"]) == (
+        b"te.executions",
+        b"42",
+        b"1",
+    )
+
+
+# ------------------------------------------------------------- the money pipeline
+
+SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
+USERS = 8
+FUNDS = {"USDT": "50000000", "BTC": "5000", "ETH": "50000", "SOL": "1000000"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ensure_stack() -> None:
+    for name in ("kafka", "postgres"):
+        result = subprocess.run(
+            ["bash", str(REPO / "ops" / name / f"{name}.sh"), "up"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.fail(f"could not start local {name}:\n{result.stderr[-4000:]}", pytrace=False)
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    schema: str
+    env: dict[str, str]
+    port: int
+    logs: Path
+    procs: dict[str, subprocess.Popen[bytes]]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, name: str, *argv: str) -> None:
+        with (self.logs / f"{name}.log").open("ab") as log:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", *argv], env=self.env, stdout=log, stderr=log
+            )
+
+    def start_wallet(self) -> None:
+        self.start(
+            "wallet", "trade_engine", "wallet", "serve", "--port", str(self.port),
+            "--schema", self.schema,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/health/ready", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError("the wallet service did not become ready")
+
+    def start_settlement(self) -> None:
+        self.start(
+            "settlement", "trade_engine.agents.money_cli", "settlement", "run",
+            "--metrics-port", "0", "--retry-budget-s", "120",
+        )  # fmt: skip
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(sig)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+    def alive(self) -> None:
+        for name, proc in self.procs.items():
+            assert proc.poll() is None, f"{name} exited: {(self.logs / f'{name}.log').read_text()}"
+
+    def wallet(self) -> WalletClient:
+        return WalletClient(self.url, self.settings.wallet.service_token)
+
+    def publish(self, commands: list[Any]) -> None:
+        producer = Producer(
+            {
+                **self.settings.kafka.librdkafka(),
+                "partitioner": "murmur2_random",
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 10,
+            }
+        )
+        topic = self.settings.topic_names["commands"]
+        for command in commands:
+            producer.produce(
+                topic, key=command.symbol, value=encode(command), headers=new_headers()
+            )
+            producer.poll(0)
+        assert producer.flush(30) == 0
+
+    def flow(self, id_prefix: str, n: int, seed: int) -> list[Any]:
+        specs = [s for s in self.settings.market.symbols if s.symbol in SYMBOLS]
+        return generate(n, seed, specs, users=USERS, id_prefix=id_prefix)
+
+    def wait_idle(self, timeout_s: float = 60) -> None:
+        """Risk and matcher groups caught up, then reconcile until it passes."""
+        names = self.settings.topic_names
+        prefix = self.settings.topics.prefix
+        reader = LagReader(self.settings)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                self.alive()
+                lags = reader.read(f"{prefix}risk", names["commands"]) + reader.read(
+                    f"{prefix}matcher", names["accepted"]
+                )
+                if all(lag.lag == 0 for lag in lags):
+                    break
+                assert time.monotonic() < deadline, [lag.as_dict() for lag in lags]
+                time.sleep(0.5)
+        finally:
+            reader.close()
+
+    def reconcile_ok(self) -> Any:
+        report = check(self.settings, self.schema, wait_s=60)
+        assert report.ok, report.problems
+        assert report.wallet is not None
+        for totals in report.wallet.assets:
+            assert totals.postings_sum == 0, totals
+        return report
+
+    def records(self, topic: str) -> list[ConsumedRecord]:
+        return [
+            record
+            for partition in range(self.settings.topics.partitions)
+            for record in read_partition(self.settings, topic, partition)
+        ]
+
+    def settlement_dead_letters(self) -> list[ConsumedRecord]:
+        return [
+            r
+            for r in self.records(self.settings.topic_names["dead_letter"])
+            if header(r.headers, "dlq.stage") == "settlement"
+        ]
+
+    async def sql(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(self.settings.postgres.dsn())
+        try:
+            await conn.execute(f'SET search_path TO "{self.schema}"')
+            return list(await conn.fetch(query, *args))
+        finally:
+            await conn.close()
+
+
+async def _fund(pipeline: Pipeline) -> None:
+    async with pipeline.wallet() as wallet:
+        for n in range(1, USERS + 1):
+            for asset, amount in FUNDS.items():
+                await wallet.deposit(
+                    TransferRequest(
+                        user_id=f"u{n}",
+                        asset=asset,
+                        amount=amount,  # type: ignore[arg-type]
+                        idempotency_key=f"fund-u{n}-{asset}",
+                    )
+                )
+        await wallet.deposit(
+            TransferRequest(user_id="poor", asset="USDT", amount="1", idempotency_key="fund-poor")  # type: ignore[arg-type]
+        )
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    _ensure_stack()
+    state = tmp_path_factory.mktemp("money")
+    prefix = f"money-{uuid.uuid4().hex[:8]}."
+    schema = f"wallet_money_{uuid.uuid4().hex[:10]}"
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "TE_TOPICS__PREFIX": prefix,
+        "TE_TOPICS__PARTITIONS": "2",
+        "TE_STATE_DIR": str(state),
+        "TE_WALLET__URL": url,
+        "TE_LOG_LEVEL": "WARNING",
+    }
+    settings = load_settings(
+        topics={"prefix": prefix, "partitions": 2}, state_dir=state, wallet={"url": url}
+    )
+    create_topics(settings)
+    pipe = Pipeline(settings, schema, env, port, state, {})
+    try:
+        pipe.start_wallet()
+        asyncio.run(_fund(pipe))
+        pipe.start(
+            "matcher", "trade_engine", "matcher", "run", "--worker-id", "w1",
+            "--metrics-port", "0",
+        )  # fmt: skip
+        pipe.start("risk", "trade_engine.agents.money_cli", "risk", "run", "--metrics-port", "0")
+        pipe.start_settlement()
+        yield pipe
+    finally:
+        for name in list(pipe.procs):
+            pipe.stop(name)
+        conn_drop = f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(settings.postgres.dsn())
+            try:
+                await conn.execute(conn_drop)
+            finally:
+                await conn.close()
+
+        asyncio.run(drop())
+
+
+def _order(order_id: str, user: str, side: str, quantity: str, price: str) -> PlaceOrder:
+    return PlaceOrder.model_validate(
+        {
+            "symbol": "BTC/USDT",
+            "order_id": order_id,
+            "user_id": user,
+            "side": side,
+            "type": "LIMIT",
+            "quantity": quantity,
+            "price": price,
+        }
+    )
+
+
+@pytest.mark.broker
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_money_flow_end_to_end(pipeline: Pipeline) -> None:
+    commands = pipeline.flow("a", 1500, seed=11)
+    commands.insert(100, _order("poor-1", "poor", "BUY", "0.01000", "50000.00"))
+    commands.insert(200, _order("ghost-1", "ghost", "SELL", "0.01000", "50000.00"))
+    pipeline.publish(commands)
+    pipeline.wait_idle()
+    report = pipeline.reconcile_ok()
+    assert report.trades > 100
+    assert report.settled == report.trades
+    assert report.open_orders > 0
+
+    executions = [
+        json.loads(r.value or b"")
+        for r in pipeline.records(pipeline.settings.topic_names["executions"])
+    ]
+    mine = {e["order_id"]: e for e in executions if e.get("order_id") in ("poor-1", "ghost-1")}
+    assert mine["poor-1"]["kind"] == "REJECTED"
+    assert mine["poor-1"]["code"] == "RISK_INSUFFICIENT_BALANCE"
+    assert Decimal(mine["poor-1"]["release"]) == 0
+    assert mine["ghost-1"]["code"] == "RISK_ACCOUNT_NOT_FOUND"
+    holds = asyncio.run(pipeline.sql("SELECT order_id FROM holds WHERE order_id LIKE 'poor%'"))
+    assert holds == []
+    assert pipeline.settlement_dead_letters() == []
+
+
+@pytest.mark.broker
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_settlement_killed_mid_run_settles_nothing_twice(pipeline: Pipeline) -> None:
+    pipeline.publish(pipeline.flow("b", 1200, seed=12))
+    time.sleep(1.5)
+    pipeline.stop("settlement", signal.SIGKILL)
+    time.sleep(0.5)
+    pipeline.start_settlement()
+    pipeline.wait_idle()
+    report = pipeline.reconcile_ok()
+    settles = asyncio.run(
+        pipeline.sql(
+            "SELECT key, count(*) AS n FROM journal_entries WHERE op = 'settle' GROUP BY key"
+        )
+    )
+    assert len(settles) == report.trades
+    assert all(row["n"] == 1 for row in settles)
+    assert pipeline.settlement_dead_letters() == []
+
+
+@pytest.mark.broker
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_wallet_outage_is_waited_out(pipeline: Pipeline) -> None:
+    pipeline.publish(pipeline.flow("c", 1000, seed=13))
+    time.sleep(0.5)
+    pipeline.stop("wallet")
+    time.sleep(4)
+    pipeline.alive()  # the agents wait, they do not crash
+    pipeline.start_wallet()
+    pipeline.wait_idle()
+    pipeline.reconcile_ok()
+    assert pipeline.settlement_dead_letters() == []
+    log = (pipeline.logs / "settlement.log").read_text()
+    assert "wallet unavailable; retrying" in log
+
+
+def _fake_trade() -> dict[str, Any]:
+    return {
+        **TRADE,
+        "symbol": "FAKE/USDT",
+        "trade_id": "FAKE/USDT:1",
+        "price": "100",
+        "quantity": "1",
+        "quote_quantity": "100",
+        "buyer_order_id": "fake-b",
+        "seller_order_id": "fake-s",
+        "buyer_user_id": "fb",
+        "seller_user_id": "fs",
+        "buyer_fee": "0",
+        "seller_fee": "0",
+        "buyer_fee_asset": "FAKE",
+    }
+
+
+async def _hold_fake_orders(pipeline: Pipeline) -> None:
+    async with pipeline.wallet() as wallet:
+        for user, asset, amount, order in (
+            ("fb", "USDT", "100", "fake-b"),
+            ("fs", "FAKE", "1", "fake-s"),
+        ):
+            await wallet.deposit(
+                TransferRequest(
+                    user_id=user, asset=asset, amount=amount, idempotency_key=f"d-{user}"
+                )  # type: ignore[arg-type]
+            )
+            await wallet.reserve(
+                ReserveRequest(user_id=user, asset=asset, amount=amount, order_id=order)  # type: ignore[arg-type]
+            )
+
+
+@pytest.mark.broker
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_dead_lettered_trade_is_redriven(pipeline: Pipeline) -> None:
+    # A trade whose orders hold nothing (yet): the wallet refuses it, it is dead-lettered.
+    producer = Producer(pipeline.settings.kafka.librdkafka())
+    topic = pipeline.settings.topic_names["executions"]
+    producer.produce(topic, key="FAKE/USDT", value=json.dumps(_fake_trade()).encode(), partition=0)
+    assert producer.flush(30) == 0
+    deadline = time.monotonic() + 30
+    while not (dead := pipeline.settlement_dead_letters()):
+        assert time.monotonic() < deadline, "the bad trade was not dead-lettered"
+        time.sleep(0.5)
+    assert header(dead[0].headers, "dlq.code") == "RESERVATION_NOT_FOUND"
+    assert header(dead[0].headers, "dlq.topic") == topic
+
+    report = asyncio.run(redrive(pipeline.settings, retry_budget_s=5))
+    assert (report.applied, report.dead_lettered_again) == (0, 1)  # still refused
+    asyncio.run(_hold_fake_orders(pipeline))
+    report = asyncio.run(redrive(pipeline.settings, retry_budget_s=5))
+    assert (report.read, report.applied, report.dead_lettered_again) == (1, 1, 0)
+    assert asyncio.run(redrive(pipeline.settings)).read == 0
+    settled = asyncio.run(
+        pipeline.sql(
+            "SELECT key FROM journal_entries WHERE op = 'settle' AND key = $1", "FAKE/USDT:1"
+        )
+    )
+    assert len(settled) == 1
+    pipeline.reconcile_ok()
+
+
+@pytest.mark.broker
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_reconcile_reports_drift(pipeline: Pipeline, capsys: pytest.CaptureFixture[str]) -> None:
+    victim = next(h for h in engine_holds(pipeline.settings).values() if h.remaining > 0)
+
+    async def tamper() -> None:
+        async with pipeline.wallet() as wallet:
+            await wallet.release(
+                ReleaseRequest(
+                    user_id=victim.user_id,
+                    asset=victim.asset,
+                    order_id=victim.order_id,
+                    amount=victim.remaining,
+                    idempotency_key=f"{victim.order_id}:tamper",
+                )
+            )
+
+    asyncio.run(tamper())
+    parser = argparse.ArgumentParser(prog="trade-engine")
+    add_money_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["reconcile", "--schema", pipeline.schema, "--compact"])
+    assert args.handler(args, pipeline.settings) == 1
+    err = capsys.readouterr().err
+    assert f"DRIFT: order {victim.order_id}" in err

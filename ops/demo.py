@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -140,7 +141,11 @@ def run_demo(settings: Settings, rate: float, seed: int, duration_s: float | Non
     # The history tables must exist before the Postgres sink starts writing.
     subprocess.run([sys.executable, "-m", "trade_engine", "db", "migrate"], check=True)
     port = settings.metrics_port
-    wallet = _spawn(["wallet", "serve"], "wallet.log", settings)
+    # Trade ids are <symbol>:<seq> of this engine's topics: a demo on other topics
+    # (another prefix) gets a ledger of its own, or its ids would collide.
+    prefix = settings.topics.prefix
+    schema = "wallet" if prefix == "te." else "wallet_" + re.sub(r"\W", "_", prefix).strip("_")
+    wallet = _spawn(["wallet", "serve", "--schema", schema], "wallet.log", settings)
     try:
         asyncio.run(_fund_users(settings, DEMO_USERS))
     except Exception:

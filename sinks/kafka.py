@@ -87,7 +87,12 @@ async def retrying(
         except transient as exc:
             log.warning(f"{what} failed; retrying in {delay:.1f}s", extra={"error": repr(exc)})
             if on_error is not None:
-                await on_error()
+                # The reset (a reconnect) can fail for the same reason while the
+                # server is still down: that is one more retry, not the end.
+                try:
+                    await on_error()
+                except transient as reset_exc:
+                    log.warning(f"{what}: reset failed", extra={"error": repr(reset_exc)})
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay_s)
 

@@ -218,7 +218,11 @@ class MatcherWorker:
                         self.standby.poll(max_records=5000)  # idle: follow the others
                     msg = consumer.poll(self.batch_timeout_s)
                     if msg is None:
-                        if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                        if not consumer.assignment():
+                            # Idle only counts once partitions are ours: joining the
+                            # group can take longer than the idle limit on a busy broker.
+                            idle_since = time.monotonic()
+                        elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
                             break
                         continue
                     messages = [msg]

@@ -540,7 +540,9 @@ class SettlementWorker:
                             continue
                         records.append(ConsumedRecord.from_message(msg))
                     if not records:
-                        if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                        if not consumer.assignment():
+                            idle_since = time.monotonic()  # idle counts once partitions are ours
+                        elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
                             break
                         continue
                     idle_since = time.monotonic()

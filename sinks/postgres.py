@@ -59,6 +59,11 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.TransactionRollbackError,
+    # The server dying mid-COMMIT can leave asyncpg's protocol in an inconsistent
+    # state ("cannot switch to state ..."). The connection is then useless, not the
+    # batch: reconnect and retry. Retrying is safe because ``write`` re-reads the
+    # stored positions under lock and skips what an ambiguous commit already applied.
+    asyncpg.InternalClientError,
 )
 
 _STAGE_TABLES = (

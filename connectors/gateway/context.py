@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -28,5 +28,18 @@ class Authenticator(Protocol):
     def verify(self, token: str) -> Principal: ...
 
 
+class ExecutionFeed(Protocol):
+    """The gateway's one follower of the executions topic, fanned out in memory.
+
+    REST uses it to wait for an order's first execution record (``?wait=true``);
+    the private WebSocket channel subscribes to one user's records.
+    """
+
+    async def first_execution(self, order_id: str, timeout_s: float) -> dict[str, Any] | None:
+        """The first execution record of ``order_id``, or None after ``timeout_s``."""
+        ...
+
+
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator", Authenticator)
+EXECUTION_FEED: web.AppKey[ExecutionFeed] = web.AppKey("execution_feed", ExecutionFeed)

@@ -122,6 +122,63 @@ def parse_place(r: PlaceRequest, rules: SymbolRules) -> Place:
     )
 
 
+# A validation ladder reads best flat: one check, one stable code per line.
+def static_problem(p: Place, r: SymbolRules) -> Problem | None:  # noqa: PLR0911, PLR0912
+    """Checks that depend only on the command and the symbol rules.
+
+    Public so that the gateway refuses exactly what the matcher would reject
+    before anything reaches the log (the state checks stay the matcher's).
+    """
+    limit_like = p.order_type is OrderType.LIMIT or p.order_type is OrderType.STOP_LIMIT
+    stop_like = p.order_type in _STOP_TYPES
+    if limit_like:
+        if p.price is None:
+            return RejectCode.VALIDATION_PRICE_REQUIRED, "limit orders need a price"
+        if p.price <= 0:
+            return RejectCode.VALIDATION_PRICE_NOT_POSITIVE, "price must be positive"
+    elif p.price is not None:
+        return RejectCode.VALIDATION_PRICE_NOT_ALLOWED, "market orders take no price"
+    if stop_like:
+        if p.stop_price is None:
+            return RejectCode.VALIDATION_STOP_PRICE_REQUIRED, "stop orders need a stop price"
+        if p.stop_price <= 0:
+            return RejectCode.VALIDATION_PRICE_NOT_POSITIVE, "stop price must be positive"
+    elif p.stop_price is not None:
+        return RejectCode.VALIDATION_STOP_PRICE_NOT_ALLOWED, "only stop orders take one"
+    market_buy = not limit_like and p.side is Side.BUY
+    if market_buy:
+        if p.funds is None:
+            return RejectCode.VALIDATION_FUNDS_REQUIRED, "market buys need funds (the hold)"
+        if p.funds <= 0:
+            return RejectCode.VALIDATION_QUANTITY_NOT_POSITIVE, "funds must be positive"
+        if p.funds < r.min_notional:
+            return RejectCode.VALIDATION_NOTIONAL_BELOW_MIN, "funds below min notional"
+    elif p.funds is not None:
+        return RejectCode.VALIDATION_FUNDS_NOT_ALLOWED, "funds only on market buys"
+    if p.quantity is None:
+        if not market_buy:
+            return RejectCode.VALIDATION_QUANTITY_REQUIRED, "quantity required"
+    elif p.quantity <= 0:
+        return RejectCode.VALIDATION_QUANTITY_NOT_POSITIVE, "quantity must be positive"
+    elif p.quantity < r.min_qty:
+        return RejectCode.VALIDATION_QUANTITY_BELOW_MIN, f"quantity below {r.min_qty} lots"
+    if limit_like and p.price * p.quantity < r.min_notional:  # type: ignore[operator]
+        return RejectCode.VALIDATION_NOTIONAL_BELOW_MIN, "notional below min notional"
+    tif = p.tif
+    if not limit_like and (
+        tif not in _IMMEDIATE or (p.quantity is None and tif is TimeInForce.FOK)
+    ):
+        return RejectCode.VALIDATION_TIF_NOT_ALLOWED, f"{tif} not allowed for this type"
+    if p.post_only and (not limit_like or tif in _IMMEDIATE):
+        return RejectCode.VALIDATION_POST_ONLY_NOT_ALLOWED, "post-only needs a resting limit"
+    if tif is TimeInForce.GTD:
+        if p.expire_at is None:
+            return RejectCode.VALIDATION_EXPIRE_AT_REQUIRED, "GTD needs expire_at"
+    elif p.expire_at is not None:
+        return RejectCode.VALIDATION_EXPIRE_AT_NOT_ALLOWED, "expire_at only with GTD"
+    return None
+
+
 def touched_order_ids(records: Iterable[Execution]) -> list[str]:
     """Order ids whose state the records changed, first-touch order, no repeats."""
     seen: dict[str, None] = {}
@@ -505,58 +562,8 @@ class MatchingEngine:
 
     # ---------------------------------------------------------------- place
 
-    # A validation ladder reads best flat: one check, one stable code per line.
-    def _static_problem(self, p: Place) -> Problem | None:  # noqa: PLR0911, PLR0912
-        """Checks that depend only on the command and the symbol rules."""
-        r = self.rules
-        limit_like = p.order_type is OrderType.LIMIT or p.order_type is OrderType.STOP_LIMIT
-        stop_like = p.order_type in _STOP_TYPES
-        if limit_like:
-            if p.price is None:
-                return RejectCode.VALIDATION_PRICE_REQUIRED, "limit orders need a price"
-            if p.price <= 0:
-                return RejectCode.VALIDATION_PRICE_NOT_POSITIVE, "price must be positive"
-        elif p.price is not None:
-            return RejectCode.VALIDATION_PRICE_NOT_ALLOWED, "market orders take no price"
-        if stop_like:
-            if p.stop_price is None:
-                return RejectCode.VALIDATION_STOP_PRICE_REQUIRED, "stop orders need a stop price"
-            if p.stop_price <= 0:
-                return RejectCode.VALIDATION_PRICE_NOT_POSITIVE, "stop price must be positive"
-        elif p.stop_price is not None:
-            return RejectCode.VALIDATION_STOP_PRICE_NOT_ALLOWED, "only stop orders take one"
-        market_buy = not limit_like and p.side is Side.BUY
-        if market_buy:
-            if p.funds is None:
-                return RejectCode.VALIDATION_FUNDS_REQUIRED, "market buys need funds (the hold)"
-            if p.funds <= 0:
-                return RejectCode.VALIDATION_QUANTITY_NOT_POSITIVE, "funds must be positive"
-            if p.funds < r.min_notional:
-                return RejectCode.VALIDATION_NOTIONAL_BELOW_MIN, "funds below min notional"
-        elif p.funds is not None:
-            return RejectCode.VALIDATION_FUNDS_NOT_ALLOWED, "funds only on market buys"
-        if p.quantity is None:
-            if not market_buy:
-                return RejectCode.VALIDATION_QUANTITY_REQUIRED, "quantity required"
-        elif p.quantity <= 0:
-            return RejectCode.VALIDATION_QUANTITY_NOT_POSITIVE, "quantity must be positive"
-        elif p.quantity < r.min_qty:
-            return RejectCode.VALIDATION_QUANTITY_BELOW_MIN, f"quantity below {r.min_qty} lots"
-        if limit_like and p.price * p.quantity < r.min_notional:  # type: ignore[operator]
-            return RejectCode.VALIDATION_NOTIONAL_BELOW_MIN, "notional below min notional"
-        tif = p.tif
-        if not limit_like and (
-            tif not in _IMMEDIATE or (p.quantity is None and tif is TimeInForce.FOK)
-        ):
-            return RejectCode.VALIDATION_TIF_NOT_ALLOWED, f"{tif} not allowed for this type"
-        if p.post_only and (not limit_like or tif in _IMMEDIATE):
-            return RejectCode.VALIDATION_POST_ONLY_NOT_ALLOWED, "post-only needs a resting limit"
-        if tif is TimeInForce.GTD:
-            if p.expire_at is None:
-                return RejectCode.VALIDATION_EXPIRE_AT_REQUIRED, "GTD needs expire_at"
-        elif p.expire_at is not None:
-            return RejectCode.VALIDATION_EXPIRE_AT_NOT_ALLOWED, "expire_at only with GTD"
-        return None
+    def _static_problem(self, p: Place) -> Problem | None:
+        return static_problem(p, self.rules)
 
     def _state_problem(self, p: Place) -> Problem | None:  # noqa: PLR0911, PLR0912
         """Checks against the book's current state, in documented order."""

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -175,6 +183,66 @@ class MarketSettings(_Section):
         return None
 
 
+class GatewayAuthSettings(_Section):
+    """JWT verification. ``algorithms`` is the pinned list: a token whose header names
+    any other algorithm (``none``, HS256 when only RS256 is allowed...) is refused.
+
+    HS256 with ``hs256_secret`` is for development (``trade-engine gateway token``
+    mints such tokens); production uses RS256 with the identity provider's public
+    keys in ``jwks_file`` (a JWKS document; tokens must name their ``kid``).
+    """
+
+    algorithms: list[Literal["HS256", "RS256"]] = Field(default=["HS256"], min_length=1)
+    hs256_secret: SecretStr | None = SecretStr("dev-gateway-secret-change-me-0123456789abcdef")
+    jwks_file: Path | None = None
+    audience: str = "trade-engine"
+    issuer: str = "trade-engine-dev"
+    leeway_s: float = Field(default=30.0, ge=0, le=300)
+    max_token_bytes: int = Field(default=4096, ge=256, le=65536)
+
+    @model_validator(mode="after")
+    def _keys_present(self) -> GatewayAuthSettings:
+        if "HS256" in self.algorithms and (
+            self.hs256_secret is None or len(self.hs256_secret.get_secret_value()) < 32
+        ):
+            raise ValueError("HS256 needs hs256_secret of at least 32 characters")
+        if "RS256" in self.algorithms and self.jwks_file is None:
+            raise ValueError("RS256 needs jwks_file (the identity provider's public keys)")
+        return self
+
+
+class GatewayRateLimitSettings(_Section):
+    """Token buckets (GCRA): ``*_per_s`` sustained, ``*_burst`` requests at once."""
+
+    enabled: bool = True
+    user_per_s: float = Field(default=10.0, gt=0)
+    user_burst: int = Field(default=20, ge=1)
+    ip_per_s: float = Field(default=100.0, gt=0)
+    ip_burst: int = Field(default=200, ge=1)
+
+
+class GatewaySettings(_Section):
+    """The REST/WebSocket gateway (``trade-engine gateway run``).
+
+    ``redis_url`` (e.g. ``redis://127.0.0.1:6379/0``) shares rate limits and
+    idempotency records between gateway processes; without it they live in the
+    process, so only one process may run.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    redis_url: str | None = None
+    postgres_schema: str = "public"
+    auth: GatewayAuthSettings = GatewayAuthSettings()
+    rate_limit: GatewayRateLimitSettings = GatewayRateLimitSettings()
+    max_open_orders_per_user: int = Field(default=200, ge=0)
+    idempotency_ttl_s: int = Field(default=86_400, ge=60)
+    wait_timeout_ms: int = Field(default=1_000, ge=1, le=10_000)
+    history_days: int = Field(default=90, ge=1)
+    producer_linger_ms: float = Field(default=1.0, ge=0, le=1000)
+    delivery_timeout_s: float = Field(default=5.0, gt=0, le=300)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TE_",
@@ -189,6 +257,7 @@ class Settings(BaseSettings):
     rabbitmq: RabbitMQSettings = RabbitMQSettings()
     wallet: WalletSettings = WalletSettings()
     market: MarketSettings = MarketSettings()
+    gateway: GatewaySettings = GatewaySettings()
     state_dir: Path = Path(".state")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_port: int = Field(default=9464, ge=0, le=65535)

@@ -295,7 +295,12 @@ def _order_ended(r: OrderEnded, rules: SymbolRules) -> str:
 
 
 _PREFIX: dict[str, str] = {}
-_KIND = {cls: f',"kind":{_str(cls.kind)}' for cls in (Accepted, Rejected, OrderEnded)}
+# ``kind`` is a per-instance property of the core's records; the prefix is per class.
+_KIND: dict[type, str] = {
+    Accepted: ',"kind":"ACCEPTED"',
+    Rejected: ',"kind":"REJECTED"',
+    OrderEnded: ',"kind":"ORDER_ENDED"',
+}
 
 
 def _prefix(symbol: str) -> str:

@@ -1,4 +1,4 @@
-"""Benchmark of the pure matching core (trade_engine.tables.matching).
+"""Benchmark of the matching core (trade_engine.tables.matching), pure and compiled.
 
 Runs a seeded mixed workload (passive and crossing limits, market orders,
 cancels, amends) over a book pre-loaded with resting orders, timing every
@@ -8,6 +8,10 @@ smaller workload, and the PyPI package ``fastlob`` on the same workload if it
 is installed. GC policy: after setup ``gc.collect(); gc.freeze()`` and the
 timed loop runs with ``gc.disable()`` (the book breaks its own reference
 cycles on removal, so nothing accumulates for the cycle collector).
+
+The same timed workload then runs in a second process on the mypyc-compiled copy
+of the core (``compiled_core.py``; skipped with ``--no-compiled``), whose final
+state hash must equal the pure run's: the pure source is the reference.
 
     python ops/benchmarks/bench_matching.py [--ops N] [--seed S] [--resting R]
 
@@ -19,15 +23,18 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+# The compiled run puts the mypyc build first; otherwise the repository's pure source.
+sys.path.insert(0, os.environ.get("TE_BENCH_CORE_PATH") or str(Path(__file__).resolve().parents[2]))
 
 from trade_engine.tables.matching import (
     Amend,
@@ -42,6 +49,7 @@ from trade_engine.tables.matching import (
 )
 from trade_engine.tables.matching.reference import NaiveBook
 
+CORE_PATH_ENV = "TE_BENCH_CORE_PATH"
 MID = 100_000  # ticks: 1000.00 at tick 0.01
 RULES = SymbolRules(
     "BTC/USDT", "0.01", "0.001", maker_fee_ppm=1_000, taker_fee_ppm=2_000, dedup_window=100_000
@@ -270,6 +278,38 @@ def stamp(since: float) -> str:
     return f"{time.perf_counter() - since:.1f} s"
 
 
+def run_compiled(args: argparse.Namespace, pure_hash: str) -> dict[str, Any]:
+    """The timed workload on the mypyc build, in a child process; same final state or fail."""
+    # Not at the top: the compiled run's child has only the core on its path.
+    from trade_engine.ops.benchmarks.compiled_core import build  # noqa: PLC0415
+
+    t = time.perf_counter()
+    path = build()
+    print(f"compiled core: {path} ({stamp(t)})")
+    t = time.perf_counter()
+    child = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--timed-only",
+            f"--ops={args.ops}",
+            f"--seed={args.seed}",
+            f"--resting={args.resting}",
+        ],
+        env={**os.environ, CORE_PATH_ENV: str(path)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+    if not str(result["core_module"]).endswith(".so"):
+        raise RuntimeError(f"the compiled run imported {result['core_module']}")
+    if result["state_hash"] != pure_hash:
+        raise RuntimeError("the compiled core ended in a different state than the pure one")
+    print(f"compiled timed loop: {result} ({stamp(t)})")
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--ops", type=int, default=1_000_000)
@@ -278,9 +318,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--restore-orders", type=int, default=1_000_000)
     ap.add_argument("--baseline-ops", type=int, default=5_000)
     ap.add_argument("--fastlob-ops", type=int, default=200_000)
+    ap.add_argument("--no-compiled", action="store_true", help="skip the mypyc-compiled run")
+    ap.add_argument("--timed-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     setup, cmds = build_workload(args.ops, args.resting, args.seed)
+    if args.timed_only:  # the compiled run's child process
+        timed = run_timed(setup, cmds)
+        timed["untimed_ops_per_s"] = round(run_untimed(lambda: MatchingEngine(RULES), setup, cmds))
+        timed["core_module"] = sys.modules[MatchingEngine.__module__].__file__
+        print(json.dumps(timed, sort_keys=True))
+        return
     print(f"workload: {len(setup)} resting, {len(cmds)} ops, seed {args.seed}")
     t = time.perf_counter()
     timed = run_timed(setup, cmds)
@@ -306,6 +354,8 @@ def main(argv: list[str] | None = None) -> None:
     restore = restore_million(args.restore_orders)
     print(f"restore of {args.restore_orders} resting orders: {restore} ({stamp(t)})")
 
+    compiled = None if args.no_compiled else run_compiled(args, timed["state_hash"])
+
     figures = {
         "ops": len(cmds),
         "resting_start": len(setup),
@@ -327,6 +377,15 @@ def main(argv: list[str] | None = None) -> None:
         "python": sys.version.split()[0],
         "state_hash": timed["state_hash"],
     }
+    if compiled is not None:
+        figures |= {
+            "compiled_ops_per_s": compiled["ops_per_s"],
+            "compiled_ops_per_s_untimed": compiled["untimed_ops_per_s"],
+            "compiled_p50_us": compiled["p50_us"],
+            "compiled_p99_us": compiled["p99_us"],
+            "compiled_max_pause_ms": compiled["max_pause_ms"],
+            "ratio_compiled_vs_pure": round(compiled["ops_per_s"] / timed["ops_per_s"], 2),
+        }
     print(json.dumps(figures, sort_keys=True))
 
 

@@ -1,5 +1,9 @@
 """Execution records: one per outcome, each with the next per-symbol ``seq``.
 
+Each record type names itself with a ``kind`` property rather than a ``ClassVar``:
+mypyc (which compiles this package for the benchmark) treats a class variable of a
+dataclass as a defaulted field.
+
 Units: prices in ticks, quantities in lots, quote amounts in quote units
 (tick * step). ``reserved``/``release`` are in the asset the order holds:
 quote units for buys, lots for sells.
@@ -8,7 +12,6 @@ quote units for buys, lots for sells.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 from trade_engine.tables.matching.codes import EndReason, RejectCode
 from trade_engine.tables.matching.enums import (
@@ -26,7 +29,6 @@ from trade_engine.tables.matching.enums import (
 class Accepted:
     """The order passed every check; ``reserved`` is the hold it needs. Status OPEN or PENDING."""
 
-    kind: ClassVar[str] = "ACCEPTED"
     seq: int
     order_id: str
     user_id: str
@@ -44,12 +46,15 @@ class Accepted:
     reserved: int
     status: OrderStatus
 
+    @property
+    def kind(self) -> str:
+        return "ACCEPTED"
+
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """A refused command; the state is unchanged. For PLACE, ``release`` is the hold to void."""
 
-    kind: ClassVar[str] = "REJECTED"
     seq: int
     request: RequestKind
     order_id: str | None
@@ -59,12 +64,15 @@ class Rejected:
     release: int
     side: Side | None = None  # the order's side when known: the unit of `release`
 
+    @property
+    def kind(self) -> str:
+        return "REJECTED"
+
 
 @dataclass(frozen=True, slots=True)
 class Trade:
     """A fill at the maker's price. ``buyer_fee`` in lots (base), ``seller_fee`` in quote units."""
 
-    kind: ClassVar[str] = "TRADE"
     seq: int
     trade_id: str
     symbol: str
@@ -101,24 +109,30 @@ class Trade:
     def seller_user_id(self) -> str:
         return self.taker_user_id if self.taker_side is Side.SELL else self.maker_user_id
 
+    @property
+    def kind(self) -> str:
+        return "TRADE"
+
 
 @dataclass(frozen=True, slots=True)
 class Triggered:
     """A pending stop became active (status OPEN) because of ``last_price``."""
 
-    kind: ClassVar[str] = "TRIGGERED"
     seq: int
     order_id: str
     user_id: str
     stop_price: int
     last_price: int
 
+    @property
+    def kind(self) -> str:
+        return "TRIGGERED"
+
 
 @dataclass(frozen=True, slots=True)
 class Amended:
     """New price/quantity; ``reserve_delta`` = new hold - old hold (may be negative)."""
 
-    kind: ClassVar[str] = "AMENDED"
     seq: int
     order_id: str
     user_id: str
@@ -130,12 +144,15 @@ class Amended:
     priority_kept: bool
     side: Side  # the unit of `reserved` and `reserve_delta`
 
+    @property
+    def kind(self) -> str:
+        return "AMENDED"
+
 
 @dataclass(frozen=True, slots=True)
 class StpPrevented:
     """Self-trade prevention fired; ``quantity`` is what would have traded at ``price``."""
 
-    kind: ClassVar[str] = "STP_PREVENTED"
     seq: int
     mode: StpMode
     user_id: str
@@ -144,12 +161,15 @@ class StpPrevented:
     price: int
     quantity: int
 
+    @property
+    def kind(self) -> str:
+        return "STP_PREVENTED"
+
 
 @dataclass(frozen=True, slots=True)
 class OrderEnded:
     """Final status (FILLED/CANCELLED/EXPIRED). ``release`` = ``reserved`` - used hold."""
 
-    kind: ClassVar[str] = "ORDER_ENDED"
     seq: int
     order_id: str
     user_id: str
@@ -162,14 +182,21 @@ class OrderEnded:
     release: int
     side: Side  # the unit of `reserved` and `release`
 
+    @property
+    def kind(self) -> str:
+        return "ORDER_ENDED"
+
 
 @dataclass(frozen=True, slots=True)
 class TradingStateChanged:
-    kind: ClassVar[str] = "TRADING_STATE"
     seq: int
     old: TradingState
     new: TradingState
     reference_price: int | None
+
+    @property
+    def kind(self) -> str:
+        return "TRADING_STATE"
 
 
 Execution = (

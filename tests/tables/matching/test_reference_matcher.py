@@ -67,6 +67,7 @@ class NaiveOrder:
     remaining: int
     reserved: int
     prio: int
+    post_only: bool = False
     filled: int = 0
     spent: int = 0  # quote traded
     cancelled: int = 0
@@ -171,6 +172,7 @@ class NaiveMatcher:
             c.quantity or 0,
             hold,
             self.clock,
+            c.post_only,
         )
         if c.post_only and self.best_maker(t) is not None and t.crosses(self.best_maker(t)):  # type: ignore[arg-type]
             return [("REJECTED", c.order_id, "MATCHING_POST_ONLY_WOULD_TAKE", hold)]
@@ -329,6 +331,11 @@ class NaiveMatcher:
         if remaining <= 0:
             return [("REJECTED", c.order_id, "VALIDATION_AMEND_BELOW_FILLED", 0)]
         keep = price == o.price and quantity < o.quantity
+        if o.post_only and price != o.price:
+            probe = NaiveOrder(**{**o.__dict__, "price": price})
+            maker = self.best_maker(probe)
+            if maker is not None and probe.crosses(maker):
+                return [("REJECTED", c.order_id, "MATCHING_POST_ONLY_WOULD_TAKE", 0)]
         old = o.reserved
         o.price, o.quantity, o.remaining = price, quantity, remaining
         o.reserved = o.spent + price * remaining if o.side is Side.BUY else quantity
@@ -527,3 +534,17 @@ AgainstNaive.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestAgainstNaive = AgainstNaive.TestCase
+
+
+def test_amending_a_post_only_order_across_the_book_is_refused() -> None:
+    """Shrunk from a counterexample: the spec first missed that post-only survives amends."""
+    engine, naive = MatchingEngine(RULES), NaiveMatcher()
+    commands: list[Command] = [
+        Place("o1", "a", Side.BUY, OrderType.LIMIT, 1, 96, post_only=True),
+        Place("o2", "b", Side.SELL, OrderType.LIMIT, 1, 97),
+        Amend("o1", "a", price=97),
+    ]
+    for cmd in commands:
+        assert project(engine.apply(cmd)) == naive.apply(cmd)
+    assert naive.levels() == engine_levels(engine)
+    assert engine_levels(engine) == [("BUY", "o1", 96, 1), ("SELL", "o2", 97, 1)]

@@ -1,0 +1,128 @@
+"""The gateway's producer: commands to ``te.commands``, awaited until durable.
+
+Configured like every producer outside Faust (``connectors/producer.py``):
+``partitioner=murmur2_random`` (a symbol lands where Java clients and Faust put
+it), ``enable.idempotence=true`` and ``acks=all`` (no duplicate or reordered
+command from librdkafka's retries). ``send`` returns once the broker
+acknowledged the message: that is when the gateway answers 201. A short
+``linger.ms`` batches concurrent requests without adding much latency.
+
+confluent-kafka is synchronous: delivery reports are served by one thread
+polling the producer, which resolves each request's future on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from trade_engine.config import Settings
+from trade_engine.connectors.gateway import metrics
+from trade_engine.connectors.gateway.exceptions import UnavailableError
+from trade_engine.connectors.producer import CommandModel, Delivery
+from trade_engine.streams import codec
+
+log = logging.getLogger(__name__)
+
+
+class CommandProducer:
+    def __init__(self, settings: Settings, *, topic: str | None = None) -> None:
+        gateway = settings.gateway
+        self.topic = topic or settings.topic_names["commands"]
+        self._timeout_s = gateway.delivery_timeout_s
+        conf: dict[str, Any] = settings.kafka.librdkafka() | {
+            "partitioner": "murmur2_random",
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": gateway.producer_linger_ms,
+            "compression.type": "lz4",
+            "delivery.timeout.ms": int(gateway.delivery_timeout_s * 1000),
+            "socket.nagle.disable": True,
+            "logger": log,
+        }
+        self._producer = Producer(conf)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="gateway-producer", daemon=True)
+        self._thread.start()
+
+    async def send(self, command: CommandModel, trace_id: str | None = None) -> Delivery:
+        """Produce one command; returns where it landed once the broker acknowledged it."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Delivery] = loop.create_future()
+        started = time.perf_counter()
+
+        def report(err: KafkaError | None, msg: Message) -> None:
+            loop.call_soon_threadsafe(_resolve, future, err, msg)
+
+        try:
+            self._producer.produce(
+                self.topic,
+                codec.encode(command),
+                command.symbol.encode(),
+                headers=codec.new_headers(trace_id),
+                on_delivery=report,
+            )
+        except BufferError:
+            raise UnavailableError(
+                "the gateway's produce queue is full", code="KAFKA_BACKPRESSURE"
+            ) from None
+        except KafkaException as exc:
+            raise UnavailableError(f"cannot produce: {exc}", code="KAFKA_UNAVAILABLE") from None
+        try:
+            delivery = await asyncio.wait_for(future, self._timeout_s + 1.0)
+        except TimeoutError:
+            raise UnavailableError(
+                "no acknowledgement from Kafka in time", code="KAFKA_UNAVAILABLE"
+            ) from None
+        metrics.PRODUCE_SECONDS.observe(time.perf_counter() - started)
+        return delivery
+
+    async def ping(self, timeout_s: float = 2.0) -> None:
+        """Raises when the broker cannot describe the command topic within ``timeout_s``."""
+        loop = asyncio.get_running_loop()
+        meta = await loop.run_in_executor(
+            None, lambda: self._producer.list_topics(self.topic, timeout=timeout_s)
+        )
+        topic = meta.topics.get(self.topic)
+        if topic is None or topic.error is not None:
+            raise KafkaException(f"topic {self.topic} unavailable")
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        remaining = await loop.run_in_executor(None, self._producer.flush, self._timeout_s)
+        if remaining:
+            log.warning("gateway producer closed with %d unacknowledged message(s)", remaining)
+        self._stop.set()
+        await loop.run_in_executor(None, self._thread.join, 2.0)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+
+
+def _resolve(future: asyncio.Future[Delivery], err: KafkaError | None, msg: Message) -> None:
+    if future.done():  # the request gave up waiting
+        return
+    if err is not None:
+        future.set_exception(
+            UnavailableError(
+                f"Kafka refused the command: {err.str()}",
+                {"kafka_code": err.name()},
+                code="KAFKA_UNAVAILABLE",
+            )
+        )
+        return
+    key = msg.key()
+    future.set_result(
+        Delivery(
+            topic=msg.topic() or "",
+            partition=msg.partition() or 0,
+            offset=msg.offset() or 0,
+            key=key.decode() if isinstance(key, bytes) else str(key),
+        )
+    )

@@ -18,6 +18,7 @@ from trade_engine.agents.cli import add_agent_commands
 from trade_engine.agents.money_cli import add_money_commands
 from trade_engine.config import CONFIG_FILE_ENV, Settings, load_settings
 from trade_engine.connectors.cli import add_connector_commands
+from trade_engine.connectors.gateway.cli import add_gateway_commands
 from trade_engine.connectors.wallet.cli import add_wallet_commands
 from trade_engine.errors import ConfigError
 from trade_engine.sinks.cli import add_sink_commands
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_money_commands,
         add_connector_commands,
         add_wallet_commands,
+        add_gateway_commands,
         add_sink_commands,
     ):
         add(sub)

@@ -1,0 +1,218 @@
+"""The gateway's aiohttp application: ``create_app(settings)`` and ``serve``.
+
+aiohttp because the engine already runs it (the wallet service and its
+client): one maintained asyncio HTTP stack for servers, clients and WebSockets,
+with no ASGI server to add. Per request:
+
+1. ``_errors`` (middleware): every failure becomes ``{"error", "code",
+   "details"}`` with a stable code; an unexpected exception is a logged 500 with
+   no trace in the body; request counts and latencies by route pattern.
+2. ``_guarded`` (per route, from the table in ``routes``): verify the bearer
+   token, then charge the rate limits (client IP always, user once known) in
+   one call, then refuse: 429 first (a flood of bad tokens is limited by IP),
+   then 401. Rate headers go on every limited response.
+3. The handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+from aiohttp import web
+
+from trade_engine.config import Settings
+from trade_engine.connectors.gateway import metrics
+from trade_engine.connectors.gateway.auth import JwtAuthenticator, bearer_token
+from trade_engine.connectors.gateway.common import RESOURCES, Resources, respond
+from trade_engine.connectors.gateway.context import AUTHENTICATOR, SETTINGS, Principal
+from trade_engine.connectors.gateway.exceptions import (
+    AuthError,
+    GatewayError,
+    RateLimitedError,
+)
+from trade_engine.connectors.gateway.openapi import build_openapi
+from trade_engine.connectors.gateway.producer import CommandProducer
+from trade_engine.connectors.gateway.ratelimit import (
+    Limit,
+    LocalRateLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+)
+from trade_engine.connectors.gateway.routes import ROUTES, RouteSpec
+from trade_engine.connectors.gateway.store import LocalOrderStore, OrderStore, RedisOrderStore
+from trade_engine.connectors.wallet.client import WalletClient
+from trade_engine.tables.symbols import rules_for
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+# Large enough that an oversized token reaches the authenticator (a 401 with its
+# code) instead of the HTTP parser (a bare 400).
+MAX_FIELD_BYTES = 32 * 1024
+
+_Middleware = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    limiter: RateLimiter | None = None,
+    store: OrderStore | None = None,
+) -> web.Application:
+    """The gateway. Kafka, PostgreSQL, the wallet client and, when ``gateway.redis_url`` is
+    set, Redis are connected when the app starts (``limiter``/``store`` override them)."""
+    app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
+    app[SETTINGS] = settings
+    app[AUTHENTICATOR] = JwtAuthenticator(settings.gateway.auth)
+    app.cleanup_ctx.append(_resources(limiter, store))
+    for spec in ROUTES:
+        app.router.add_route(spec.method, spec.path, _guarded(spec))
+    document = build_openapi(ROUTES)
+
+    async def openapi(request: web.Request) -> web.StreamResponse:
+        return respond(document)
+
+    app.router.add_get("/api/v1/openapi.json", openapi)
+    return app
+
+
+def _resources(
+    limiter: RateLimiter | None, store: OrderStore | None
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        gw = settings.gateway
+        redis_url = gw.redis_url
+        resources = Resources(
+            producer=CommandProducer(settings),
+            store=store
+            or (
+                RedisOrderStore(redis_url, gw.idempotency_ttl_s)
+                if redis_url
+                else LocalOrderStore(gw.idempotency_ttl_s)
+            ),
+            limiter=limiter or (RedisRateLimiter(redis_url) if redis_url else LocalRateLimiter()),
+            # min_size=0: the gateway starts while PostgreSQL is down; queries then answer 503.
+            pool=await asyncpg.create_pool(
+                settings.postgres.dsn(), min_size=0, max_size=10, command_timeout=5.0
+            ),
+            wallet=WalletClient.from_settings(settings, max_retries=1),
+            rules={s.symbol: rules_for(s) for s in settings.market.symbols},
+            schema=gw.postgres_schema,
+        )
+        app[RESOURCES] = resources
+        try:
+            yield
+        finally:
+            await resources.producer.close()
+            await resources.wallet.close()
+            await resources.pool.close()
+            await resources.limiter.close()
+            await resources.store.close()
+
+    return ctx
+
+
+def client_ip(request: web.Request) -> str:
+    """The peer address. Behind a proxy, configure the proxy to limit per client."""
+    return request.remote or "unknown"
+
+
+def _guarded(spec: RouteSpec) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        app = request.app
+        principal: Principal | None = None
+        refused: AuthError | None = None
+        if spec.auth:
+            try:
+                token = bearer_token(request.headers.get("Authorization"))
+                principal = app[AUTHENTICATOR].verify(token)
+            except AuthError as exc:
+                refused = exc
+        rate_headers: dict[str, str] = {}
+        limits = app[SETTINGS].gateway.rate_limit
+        if spec.rate_limited and limits.enabled:
+            keys = [("ip:" + client_ip(request), Limit(limits.ip_per_s, limits.ip_burst))]
+            if principal is not None:
+                keys.append(
+                    ("user:" + principal.user_id, Limit(limits.user_per_s, limits.user_burst))
+                )
+            decision = await app[RESOURCES].limiter.hit(keys)
+            if decision is not None:
+                rate_headers = decision.headers()
+                if not decision.allowed:
+                    scope = (
+                        "user"
+                        if principal is not None and decision.limit == limits.user_burst
+                        else "ip"
+                    )
+                    metrics.RATE_LIMITED.labels(scope).inc()
+                    raise RateLimitedError(
+                        "too many requests",
+                        {"retry_after_s": rate_headers["Retry-After"]},
+                        headers=rate_headers,
+                    )
+        if refused is not None:
+            metrics.AUTH_FAILURES.labels(refused.code).inc()
+            refused.headers = {**rate_headers, "WWW-Authenticate": 'Bearer error="invalid_token"'}
+            raise refused
+        response = await spec.handler(request, principal)
+        response.headers.update(rate_headers)
+        return response
+
+    return handle
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: _Middleware) -> web.StreamResponse:
+    started = time.perf_counter()
+    route = request.match_info.route.resource
+    pattern = route.canonical if route is not None else "unmatched"
+    try:
+        response = await handler(request)
+    except GatewayError as exc:
+        response = respond(exc.body(), exc.status, exc.headers or None)
+    except web.HTTPException as exc:  # routing: 404, 405; body too large: 413
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}.get(
+            exc.status, exc.reason.upper().replace(" ", "_")
+        )
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        response = respond({"error": exc.reason, "code": code, "details": {}}, exc.status, headers)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("gateway request failed", extra={"route": pattern})
+        response = respond(
+            {"error": "internal error", "code": "INTERNAL_ERROR", "details": {}}, 500
+        )
+    metrics.HTTP_REQUESTS.labels(request.method, pattern, str(response.status)).inc()
+    metrics.HTTP_SECONDS.labels(request.method, pattern).observe(time.perf_counter() - started)
+    return response
+
+
+def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = False) -> None:
+    """Run one gateway process until SIGINT/SIGTERM (``reuse_port``: several processes
+    share the port; the kernel spreads connections between them)."""
+    asyncio.run(_serve(create_app(settings), host, port, reuse_port))
+
+
+async def _serve(app: web.Application, host: str, port: int, reuse_port: bool) -> None:
+    runner = web.AppRunner(
+        app, access_log=None, max_field_size=MAX_FIELD_BYTES, max_line_size=MAX_FIELD_BYTES
+    )
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
+        log.info("gateway listening", extra={"host": host, "port": port})
+        await stop.wait()
+    finally:
+        await runner.cleanup()

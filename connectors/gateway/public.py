@@ -1,0 +1,121 @@
+"""Routes without an order: symbols and their rules, symbol admin (admin scope), health,
+metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from trade_engine.connectors.gateway.common import RESOURCES, body, query, respond, symbol_rules
+from trade_engine.connectors.gateway.context import SETTINGS, Principal
+from trade_engine.connectors.gateway.exceptions import BadRequestError, ForbiddenError
+from trade_engine.connectors.gateway.models import (
+    CommandResponse,
+    HealthResponse,
+    SymbolAdminRequest,
+    SymbolInfo,
+    SymbolList,
+    SymbolQuery,
+)
+from trade_engine.connectors.producer import build_symbol_admin
+from trade_engine.tables.matching.enums import OrderType, TimeInForce
+from trade_engine.tables.matching.exceptions import NumberFormatError
+
+_CHECK_TIMEOUT_S = 2.0
+
+
+async def symbols(request: web.Request, principal: Principal | None) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    params = query(request, SymbolQuery)
+    specs = settings.market.symbols
+    if params.symbol is not None:
+        symbol_rules(request.app[RESOURCES], params.symbol)
+        specs = [s for s in specs if s.symbol == params.symbol]
+    rules = request.app[RESOURCES].rules
+    items = [
+        SymbolInfo(
+            symbol=s.symbol,
+            base_asset=s.base_asset,
+            quote_asset=s.quote_asset,
+            tick_size=s.tick_size,
+            step_size=s.step_size,
+            min_qty=s.min_qty or s.step_size,
+            min_notional=s.min_notional,
+            price_band_pct=s.price_band_pct,
+            max_open_orders=rules[s.symbol].max_open_orders,
+            maker_fee_rate=s.maker_fee_rate,
+            taker_fee_rate=s.taker_fee_rate,
+            reference_price=s.reference_price,
+            order_types=list(OrderType),
+            time_in_force=list(TimeInForce),
+        )
+        for s in specs
+    ]
+    return respond(SymbolList(symbols=items))
+
+
+async def symbol_admin(request: web.Request, principal: Principal | None) -> web.StreamResponse:
+    assert principal is not None
+    if not principal.is_admin:
+        raise ForbiddenError("needs the admin scope", code="AUTH_SCOPE_REQUIRED")
+    res = request.app[RESOURCES]
+    req = await body(request, SymbolAdminRequest)
+    rules = symbol_rules(res, req.symbol)
+    if req.reference_price is not None:
+        try:
+            rules.price_scale.parse(req.reference_price)
+        except NumberFormatError as exc:
+            raise BadRequestError(
+                f"reference_price is not a multiple of the tick size {rules.tick_size}",
+                code=exc.reject.value,
+            ) from None
+    command = build_symbol_admin(
+        symbol=req.symbol, trading_state=req.trading_state, reference_price=req.reference_price
+    )
+    await res.producer.send(command)
+    return respond(CommandResponse(request="SYMBOL_ADMIN", symbols=[req.symbol]), 202)
+
+
+async def live(request: web.Request, principal: Principal | None) -> web.StreamResponse:
+    return respond(HealthResponse(status="ok"))
+
+
+async def ready(request: web.Request, principal: Principal | None) -> web.StreamResponse:
+    """Ready when Kafka, PostgreSQL and the wallet all answer within two seconds."""
+    res = request.app[RESOURCES]
+    settings = request.app[SETTINGS]
+
+    async def kafka() -> None:
+        await res.producer.ping(_CHECK_TIMEOUT_S)
+
+    async def postgres() -> None:
+        await asyncio.wait_for(res.pool.fetchval("SELECT 1"), _CHECK_TIMEOUT_S)
+
+    async def wallet() -> None:
+        timeout = aiohttp.ClientTimeout(total=_CHECK_TIMEOUT_S)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(settings.wallet.url.rstrip("/") + "/health/ready") as resp,
+        ):
+            if resp.status != 200:
+                raise RuntimeError(f"HTTP {resp.status}")
+
+    names = ("kafka", "postgres", "wallet")
+    outcomes = await asyncio.gather(kafka(), postgres(), wallet(), return_exceptions=True)
+    checks = {
+        name: "ok" if outcome is None else f"unavailable: {type(outcome).__name__}"
+        for name, outcome in zip(names, outcomes, strict=True)
+    }
+    ok = all(v == "ok" for v in checks.values())
+    return respond(
+        HealthResponse(status="ok" if ok else "unavailable", checks=checks), 200 if ok else 503
+    )
+
+
+async def metrics(request: web.Request, principal: Principal | None) -> web.StreamResponse:
+    return web.Response(
+        body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )

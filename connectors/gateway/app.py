@@ -54,6 +54,7 @@ MAX_BODY_BYTES = 64 * 1024
 # Large enough that an oversized token reaches the authenticator (a 401 with its
 # code) instead of the HTTP parser (a bare 400).
 MAX_FIELD_BYTES = 32 * 1024
+RUNNER_ARGS = {"max_field_size": MAX_FIELD_BYTES, "max_line_size": MAX_FIELD_BYTES}
 
 _Middleware = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -202,9 +203,7 @@ def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = False)
 
 
 async def _serve(app: web.Application, host: str, port: int, reuse_port: bool) -> None:
-    runner = web.AppRunner(
-        app, access_log=None, max_field_size=MAX_FIELD_BYTES, max_line_size=MAX_FIELD_BYTES
-    )
+    runner = web.AppRunner(app, access_log=None, **RUNNER_ARGS)
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

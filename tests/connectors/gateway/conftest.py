@@ -1,0 +1,127 @@
+"""Gateway fixtures: an app on its own topic prefix and history schema, real Kafka and
+PostgreSQL, clients holding tokens, and a reader of what reached the command topic."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from trade_engine.config import Settings, load_settings
+from trade_engine.connectors.gateway.app import RUNNER_ARGS, create_app
+from trade_engine.connectors.gateway.auth import mint_token
+from trade_engine.migrations.runner import migrate_schema
+from trade_engine.streams.topics import create_topics
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    client: TestClient[Any, Any]
+    schema: str
+
+    def token(self, user: str, *, admin: bool = False) -> str:
+        return mint_token(self.settings.gateway.auth, user, admin=admin)
+
+    def auth(self, user: str, *, admin: bool = False) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user, admin=admin)}"}
+
+    def commands(self, wait_s: float = 1.0) -> list[Message]:
+        """Everything on the command topic (read until ``wait_s`` passes with nothing new)."""
+        topic = self.settings.topic_names["commands"]
+        consumer = Consumer(
+            self.settings.kafka.librdkafka()
+            | {"group.id": f"t-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
+        )
+        try:
+            meta = consumer.list_topics(topic, timeout=10).topics[topic]
+            consumer.assign(
+                [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)]
+            )
+            out: list[Message] = []
+            quiet_until = time.monotonic() + wait_s
+            while time.monotonic() < quiet_until:
+                msg = consumer.poll(0.2)
+                if msg is not None and msg.error() is None:
+                    out.append(msg)
+                    quiet_until = time.monotonic() + wait_s
+            return out
+        finally:
+            consumer.close()
+
+
+def gateway_settings(prefix: str, schema: str, **gateway: Any) -> Settings:
+    limits = gateway.pop(
+        "rate_limit", {"user_per_s": 1000, "user_burst": 1000, "ip_per_s": 10000, "ip_burst": 10000}
+    )
+    return load_settings(
+        topics={"prefix": prefix, "partitions": 4},
+        gateway={"postgres_schema": schema, "rate_limit": limits, **gateway},
+    )
+
+
+@pytest.fixture
+def gateway_env(settings: Settings) -> Iterator[Callable[..., tuple[str, str]]]:
+    """Factory: (topic prefix, history schema), both created now and removed after."""
+    made: list[tuple[str, str]] = []
+
+    def make() -> tuple[str, str]:
+        prefix = f"gw{uuid.uuid4().hex[:10]}."
+        schema = f"gw_{uuid.uuid4().hex[:10]}"
+        create_topics(load_settings(topics={"prefix": prefix, "partitions": 4}))
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(
+                lambda: asyncio.run(migrate_schema(settings.postgres.dsn(), schema))
+            ).result()
+        made.append((prefix, schema))
+        return prefix, schema
+
+    yield make
+    if not made:
+        return
+    admin = AdminClient(settings.kafka.librdkafka())
+    names = [n for p, _ in made for n in admin.list_topics(timeout=10).topics if n.startswith(p)]
+    if names:
+        for future in admin.delete_topics(names).values():
+            future.result(timeout=30)
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(settings.postgres.dsn())
+        try:
+            for _, schema in made:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: asyncio.run(drop())).result()
+
+
+@pytest.fixture
+async def gateway(gateway_env: Callable[..., tuple[str, str]]) -> AsyncIterator[Gateway]:
+    prefix, schema = gateway_env()
+    settings = gateway_settings(prefix, schema)
+    app = create_app(settings)
+    server = TestServer(app)
+    await server.start_server(**RUNNER_ARGS)  # the server's own header limits
+    async with TestClient(server) as client:
+        yield Gateway(settings, client, schema)
+
+
+LIMIT_ORDER = {
+    "symbol": "BTC/USDT",
+    "side": "BUY",
+    "type": "LIMIT",
+    "quantity": "0.5",
+    "price": "50000.00",
+}

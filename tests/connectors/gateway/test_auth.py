@@ -1,0 +1,221 @@
+"""The JWT attack set: every token below is refused with its own 401 code, before any
+order can reach Kafka (the app-level test checks the command topic stays empty)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from trade_engine.config import GatewayAuthSettings
+from trade_engine.connectors.gateway.auth import JwtAuthenticator, bearer_token, mint_token
+from trade_engine.connectors.gateway.exceptions import AuthError
+
+from .conftest import LIMIT_ORDER, Gateway
+
+SECRET = "test-secret-0123456789abcdef0123456789abcdef"
+NOW = int(time.time())  # PyJWT checks exp/nbf/iat against the wall clock
+
+
+def _claims(**over: Any) -> dict[str, Any]:
+    claims = {"sub": "u1", "aud": "trade-engine", "iss": "issuer", "exp": NOW + 600, "iat": NOW}
+    claims.update(over)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+@pytest.fixture(scope="module")
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture
+def jwks_file(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> Path:
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key()))
+    jwk.update({"kid": "k1", "use": "sig", "alg": "RS256"})
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [jwk]}))
+    return path
+
+
+def _auth(jwks: Path | None = None, algorithms: list[str] | None = None) -> JwtAuthenticator:
+    settings = GatewayAuthSettings(
+        algorithms=algorithms or (["RS256"] if jwks else ["HS256"]),  # type: ignore[arg-type]
+        hs256_secret=SECRET,  # type: ignore[arg-type]
+        jwks_file=jwks,
+        audience="trade-engine",
+        issuer="issuer",
+        leeway_s=30,
+        max_token_bytes=4096,
+    )
+    return JwtAuthenticator(settings)
+
+
+def _code(auth: JwtAuthenticator, token: str) -> str:
+    with pytest.raises(AuthError) as err:
+        _verify_at(auth, token)
+    assert err.value.status == 401
+    return err.value.code
+
+
+def _verify_at(auth: JwtAuthenticator, token: str) -> Any:
+    return auth.verify(token)
+
+
+def _unsigned(header: dict[str, Any], claims: dict[str, Any]) -> str:
+    def part(obj: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    return f"{part(header)}.{part(claims)}."
+
+
+def test_valid_hs256_token_gives_the_subject_and_scopes() -> None:
+    token = jwt.encode(_claims(scope="trade admin"), SECRET, algorithm="HS256")
+    principal = _verify_at(_auth(), token)
+    assert principal.user_id == "u1"
+    assert principal.is_admin
+
+
+def test_valid_rs256_token_with_known_kid(jwks_file: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    token = jwt.encode(_claims(), rsa_key, algorithm="RS256", headers={"kid": "k1"})
+    assert _verify_at(_auth(jwks_file), token).user_id == "u1"
+
+
+def test_alg_none_is_refused() -> None:
+    token = _unsigned({"alg": "none", "typ": "JWT"}, _claims())
+    assert _code(_auth(), token) == "AUTH_ALGORITHM_NOT_ALLOWED"
+
+
+def test_hs_rs_confusion_is_refused(jwks_file: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    """An HS256 token 'signed' with the RS256 public key must never verify."""
+    public_pem = rsa_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    header = {"alg": "HS256", "typ": "JWT", "kid": "k1"}
+    signing_input = _unsigned(header, _claims())[:-1].encode()
+    sig = hmac.new(public_pem, signing_input, hashlib.sha256).digest()
+    token = signing_input.decode() + "." + base64.urlsafe_b64encode(sig).rstrip(b"=").decode()
+    assert _code(_auth(jwks_file), token) == "AUTH_ALGORITHM_NOT_ALLOWED"
+    # Even with both algorithms allowed, the HMAC key is the secret, never the public key.
+    both = _auth(jwks_file, ["HS256", "RS256"])
+    assert _code(both, token) == "AUTH_INVALID_SIGNATURE"
+
+
+def test_expired_beyond_leeway_is_refused() -> None:
+    token = jwt.encode(_claims(exp=NOW - 31), SECRET, algorithm="HS256")
+    assert _code(_auth(), token) == "AUTH_TOKEN_EXPIRED"
+    within = jwt.encode(_claims(exp=NOW - 29), SECRET, algorithm="HS256")
+    assert _verify_at(_auth(), within).user_id == "u1"
+
+
+@pytest.mark.parametrize("claim", ["exp", "sub", "aud", "iss"])
+def test_missing_required_claim_is_refused(claim: str) -> None:
+    token = jwt.encode(_claims(**{claim: None}), SECRET, algorithm="HS256")
+    assert _code(_auth(), token) == "AUTH_MISSING_CLAIM"
+
+
+def test_wrong_audience_and_issuer_are_refused() -> None:
+    aud = jwt.encode(_claims(aud="other"), SECRET, algorithm="HS256")
+    iss = jwt.encode(_claims(iss="other"), SECRET, algorithm="HS256")
+    assert _code(_auth(), aud) == "AUTH_INVALID_AUDIENCE"
+    assert _code(_auth(), iss) == "AUTH_INVALID_ISSUER"
+
+
+def test_unknown_or_missing_kid_is_refused(jwks_file: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    unknown = jwt.encode(_claims(), rsa_key, algorithm="RS256", headers={"kid": "k9"})
+    none = jwt.encode(_claims(), rsa_key, algorithm="RS256")
+    assert _code(_auth(jwks_file), unknown) == "AUTH_UNKNOWN_KEY"
+    assert _code(_auth(jwks_file), none) == "AUTH_UNKNOWN_KEY"
+
+
+def test_other_rsa_key_with_known_kid_is_refused(jwks_file: Path) -> None:
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    token = jwt.encode(_claims(), other, algorithm="RS256", headers={"kid": "k1"})
+    assert _code(_auth(jwks_file), token) == "AUTH_INVALID_SIGNATURE"
+
+
+def test_oversized_token_is_refused_before_parsing() -> None:
+    token = jwt.encode(_claims(pad="x" * 5000), SECRET, algorithm="HS256")
+    assert _code(_auth(), token) == "AUTH_TOKEN_TOO_LARGE"
+
+
+def test_bad_signature_tampered_payload_and_garbage() -> None:
+    token = jwt.encode(_claims(), "another-secret-0123456789abcdef01234567", algorithm="HS256")
+    assert _code(_auth(), token) == "AUTH_INVALID_SIGNATURE"
+    good = jwt.encode(_claims(), SECRET, algorithm="HS256")
+    head, _, sig = good.split(".")
+    forged = _unsigned({"alg": "HS256"}, _claims(sub="u2")).split(".")[1]
+    assert _code(_auth(), f"{head}.{forged}.{sig}") == "AUTH_INVALID_SIGNATURE"
+    assert _code(_auth(), "not-a-jwt") == "AUTH_MALFORMED_TOKEN"
+
+
+def test_not_yet_valid_and_bad_subject_are_refused() -> None:
+    nbf = jwt.encode(_claims(nbf=NOW + 120), SECRET, algorithm="HS256")
+    assert _code(_auth(), nbf) == "AUTH_TOKEN_NOT_YET_VALID"
+    sub = jwt.encode(_claims(sub="u 1/../x"), SECRET, algorithm="HS256")
+    assert _code(_auth(), sub) == "AUTH_INVALID_SUBJECT"
+
+
+def test_cached_token_still_expires() -> None:
+    settings = GatewayAuthSettings(hs256_secret=SECRET, leeway_s=0)  # type: ignore[arg-type]
+    auth = JwtAuthenticator(settings)
+    token = mint_token(settings, "u1", ttl_s=3)
+    assert auth.verify(token).user_id == "u1"
+    assert auth.verify(token).user_id == "u1"  # from the cache
+    time.sleep(3.2)
+    with pytest.raises(AuthError) as err:
+        auth.verify(token)
+    assert err.value.code == "AUTH_TOKEN_EXPIRED"
+
+
+def test_bearer_header_forms() -> None:
+    assert bearer_token("Bearer abc") == "abc"
+    for bad in (None, "", "Basic abc", "Bearer ", "abc"):
+        with pytest.raises(AuthError) as err:
+            bearer_token(bad)
+        assert err.value.code == "AUTH_MISSING_TOKEN"
+
+
+@pytest.mark.broker
+@pytest.mark.postgres
+async def test_attack_tokens_get_401_and_nothing_reaches_kafka(gateway: Gateway) -> None:
+    secret = gateway.settings.gateway.auth.hs256_secret
+    assert secret is not None
+    key = secret.get_secret_value()
+    base = {"sub": "u1", "aud": "trade-engine", "iss": "trade-engine-dev"}
+    now = int(time.time())
+    tokens = {
+        "AUTH_ALGORITHM_NOT_ALLOWED": _unsigned({"alg": "none"}, base | {"exp": now + 60}),
+        "AUTH_TOKEN_EXPIRED": jwt.encode(base | {"exp": now - 3600}, key, algorithm="HS256"),
+        "AUTH_MISSING_CLAIM": jwt.encode(base, key, algorithm="HS256"),
+        "AUTH_INVALID_AUDIENCE": jwt.encode(
+            base | {"aud": "x", "exp": now + 60}, key, algorithm="HS256"
+        ),
+        "AUTH_INVALID_ISSUER": jwt.encode(
+            base | {"iss": "x", "exp": now + 60}, key, algorithm="HS256"
+        ),
+        "AUTH_TOKEN_TOO_LARGE": jwt.encode(
+            base | {"exp": now + 60, "pad": "x" * 10_000}, key, algorithm="HS256"
+        ),
+        "AUTH_INVALID_SIGNATURE": jwt.encode(base | {"exp": now + 60}, "x" * 40, algorithm="HS256"),
+    }
+    for code, token in tokens.items():
+        resp = await gateway.client.post(
+            "/api/v1/orders", json=LIMIT_ORDER, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert resp.status == 401, code
+        body = await resp.json()
+        assert body["code"] == code
+        assert set(body) == {"error", "code", "details"}
+    resp = await gateway.client.post("/api/v1/orders", json=LIMIT_ORDER)
+    assert resp.status == 401
+    assert (await resp.json())["code"] == "AUTH_MISSING_TOKEN"
+    assert gateway.commands(wait_s=1.0) == []

@@ -178,10 +178,13 @@ def produce(topic: str, count: int) -> float:
     return count / elapsed
 
 
-def _assigned_consumer(topic: str) -> Consumer:
+def _assigned_consumer(
+    topic: str, kafka: Mapping[str, Any] | None = None, partitions: int = PARTITIONS
+) -> Consumer:
     consumer = Consumer(
         {
             "bootstrap.servers": BOOTSTRAP,
+            **(kafka or {}),
             "group.id": f"bench-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "enable.partition.eof": False,
@@ -189,7 +192,7 @@ def _assigned_consumer(topic: str) -> Consumer:
         }
     )
     # assign() rather than subscribe(): no group join in the measured time.
-    consumer.assign([TopicPartition(topic, p, -2) for p in range(PARTITIONS)])
+    consumer.assign([TopicPartition(topic, p, -2) for p in range(partitions)])
     return consumer
 
 
@@ -217,10 +220,20 @@ def consume(topic: str, count: int, timeout_s: float = 120.0) -> tuple[float, fl
     return count / max(end - first, 1e-9), first - start
 
 
-def passthrough(source: str, sink: str, count: int) -> float:
-    """Consume ``source`` and produce every record to ``sink``; return msgs/s."""
-    consumer = _assigned_consumer(source)
-    producer = Producer({"bootstrap.servers": BOOTSTRAP, **PRODUCER_CONF})
+def passthrough(
+    source: str,
+    sink: str,
+    count: int,
+    kafka: Mapping[str, Any] | None = None,
+    partitions: int = PARTITIONS,
+) -> float:
+    """Copy the first ``count`` records of ``source`` to ``sink``; msgs/s first->last.
+
+    ``kafka``: client settings (default: the local broker); the end-to-end
+    benchmark passes the engine's so its baseline runs on the same topics.
+    """
+    consumer = _assigned_consumer(source, kafka, partitions)
+    producer = Producer({"bootstrap.servers": BOOTSTRAP, **(kafka or {}), **PRODUCER_CONF})
     seen = 0
     first: float | None = None
     try:
@@ -228,7 +241,7 @@ def passthrough(source: str, sink: str, count: int) -> float:
             batch = consumer.consume(num_messages=10_000, timeout=0.1)
             if batch and first is None:
                 first = time.perf_counter()
-            for msg in batch:
+            for msg in batch[: count - seen]:
                 while True:
                     try:
                         producer.produce(sink, value=msg.value(), key=msg.key())

@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     Message,
@@ -59,20 +58,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from trade_engine.agents.matcher import MatcherTopics
 from trade_engine.config import Settings, load_settings
 from trade_engine.connectors.loadgen import iter_commands
+from trade_engine.ops.benchmarks.bench_baseline import PRODUCER_CONF, passthrough
 from trade_engine.streams.codec import encode
 from trade_engine.streams.topics import create_topics
 
-#: Producer settings of the engine's non-Faust producers (DESIGN 1) plus batching.
-PRODUCER_CONF: dict[str, Any] = {
-    "enable.idempotence": True,
-    "acks": "all",
-    "partitioner": "murmur2_random",
-    "linger.ms": 5,
-    "batch.num.messages": 10_000,
-    "batch.size": 1_048_576,
-    "queue.buffering.max.messages": 1_000_000,
-    "queue.buffering.max.kbytes": 1_048_576,
-}
 #: The paced (latency) producer: a gateway sending as orders come, 1 ms linger.
 PACED_CONF: dict[str, Any] = {**PRODUCER_CONF, "linger.ms": 1}
 
@@ -110,49 +99,6 @@ def _encoded(
     for _ in range(n):
         command = next(flow)
         yield command.symbol.encode(), encode(command)
-
-
-# -- passthrough ----------------------------------------------------------------
-
-
-def passthrough(settings: Settings, source: str, sink: str, count: int) -> float:
-    """bench_baseline.passthrough on the given topics: consume -> produce, msgs/s."""
-    kafka = settings.kafka.librdkafka()
-    consumer = Consumer(
-        {
-            **kafka,
-            "group.id": f"bench-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 100,
-        }
-    )
-    consumer.assign(
-        [TopicPartition(source, p, OFFSET_BEGINNING) for p in range(settings.topics.partitions)]
-    )
-    producer = Producer({**kafka, **PRODUCER_CONF})
-    seen = 0
-    first: float | None = None
-    try:
-        while seen < count:
-            batch = consumer.consume(num_messages=10_000, timeout=0.1)
-            if batch and first is None:
-                first = time.perf_counter()
-            for msg in batch[: count - seen]:
-                while True:
-                    try:
-                        producer.produce(sink, value=msg.value(), key=msg.key())
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
-            seen += len(batch)
-            producer.poll(0)
-        if producer.flush(60):
-            raise RuntimeError("passthrough: undelivered messages")
-        end = time.perf_counter()
-    finally:
-        consumer.close()
-    assert first is not None
-    return count / (end - first)
 
 
 # -- the matcher ------------------------------------------------------------------
@@ -441,7 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"pre-loaded {n:,} commands in {time.perf_counter() - t:.1f}s")
 
         count = min(args.passthrough_count, n)
-        result["passthrough_per_s"] = passthrough(settings, topics.input, sink, count)
+        result["passthrough_per_s"] = passthrough(
+            topics.input, sink, count, settings.kafka.librdkafka(), settings.topics.partitions
+        )
         result["passthrough_count"] = count
         log(f"passthrough: {result['passthrough_per_s']:,.0f} msg/s")
 

@@ -70,25 +70,17 @@ def gateway_settings(prefix: str, schema: str, **gateway: Any) -> Settings:
     )
 
 
-@pytest.fixture
-def gateway_env(settings: Settings) -> Iterator[Callable[..., tuple[str, str]]]:
-    """Factory: (topic prefix, history schema), both created now and removed after."""
-    made: list[tuple[str, str]] = []
+def make_env(settings: Settings) -> tuple[str, str]:
+    """A fresh topic prefix (all order-path topics) and a migrated history schema."""
+    prefix = f"gw{uuid.uuid4().hex[:10]}."
+    schema = f"gw_{uuid.uuid4().hex[:10]}"
+    create_topics(load_settings(topics={"prefix": prefix, "partitions": 4}))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: asyncio.run(migrate_schema(settings.postgres.dsn(), schema))).result()
+    return prefix, schema
 
-    def make() -> tuple[str, str]:
-        prefix = f"gw{uuid.uuid4().hex[:10]}."
-        schema = f"gw_{uuid.uuid4().hex[:10]}"
-        create_topics(load_settings(topics={"prefix": prefix, "partitions": 4}))
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pool.submit(
-                lambda: asyncio.run(migrate_schema(settings.postgres.dsn(), schema))
-            ).result()
-        made.append((prefix, schema))
-        return prefix, schema
 
-    yield make
-    if not made:
-        return
+def drop_env(settings: Settings, made: list[tuple[str, str]]) -> None:
     admin = AdminClient(settings.kafka.librdkafka())
     names = [n for p, _ in made for n in admin.list_topics(timeout=10).topics if n.startswith(p)]
     if names:
@@ -105,6 +97,20 @@ def gateway_env(settings: Settings) -> Iterator[Callable[..., tuple[str, str]]]:
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pool.submit(lambda: asyncio.run(drop())).result()
+
+
+@pytest.fixture
+def gateway_env(settings: Settings) -> Iterator[Callable[..., tuple[str, str]]]:
+    """Factory: (topic prefix, history schema), both created now and removed after."""
+    made: list[tuple[str, str]] = []
+
+    def make() -> tuple[str, str]:
+        made.append(make_env(settings))
+        return made[-1]
+
+    yield make
+    if made:
+        drop_env(settings, made)
 
 
 @pytest.fixture

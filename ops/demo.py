@@ -186,6 +186,8 @@ def run_demo(settings: Settings, rate: float, seed: int, duration_s: float | Non
             "sink-rabbitmq.log",
             settings,
         ),
+        # One gateway process: its rate limits and idempotency records stay in memory.
+        "gateway": _spawn(["gateway", "run"], "gateway.log", settings),
         "lag-exporter": _spawn(
             [
                 "lag",
@@ -217,6 +219,7 @@ def run_demo(settings: Settings, rate: float, seed: int, duration_s: float | Non
             settings,
         ),
     }
+    _print_gateway_help(settings)
     try:
         return _monitor(settings, children, duration_s)
     finally:
@@ -229,6 +232,19 @@ def run_demo(settings: Settings, rate: float, seed: int, duration_s: float | Non
             except subprocess.TimeoutExpired:
                 proc.kill()
         print("stopped")
+
+
+def _print_gateway_help(settings: Settings) -> None:
+    base = f"http://{settings.gateway.host}:{settings.gateway.port}"
+    print(
+        f"REST gateway on {base} (docs/api.md). Trade as a funded demo user:\n"
+        "  TOKEN=$(trade-engine gateway token --user u1)\n"
+        f'  curl -s {base}/api/v1/balances -H "Authorization: Bearer $TOKEN"\n'
+        f'  curl -s -X POST {base}/api/v1/orders -H "Authorization: Bearer $TOKEN" '
+        "-H 'Content-Type: application/json' "
+        """-d '{"symbol":"BTC/USDT","side":"BUY","type":"LIMIT","""
+        """"quantity":"0.01","price":"50000.00"}'"""
+    )
 
 
 def _monitor(

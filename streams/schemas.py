@@ -15,6 +15,12 @@ from pydantic import TypeAdapter
 
 from trade_engine.streams.commands import Command
 from trade_engine.streams.executions import ExecutionMessage, TradeMessage
+from trade_engine.streams.market_data import (
+    CandleMessage,
+    DepthSnapshotMessage,
+    DepthUpdateMessage,
+    TickerMessage,
+)
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 
@@ -25,6 +31,10 @@ def schemas() -> dict[str, dict[str, Any]]:
         "command.json": command.json_schema(),
         "execution.json": ExecutionMessage.model_json_schema(),
         "trade.json": TradeMessage.model_json_schema(),
+        "md_depth_update.json": DepthUpdateMessage.model_json_schema(),
+        "md_depth_snapshot.json": DepthSnapshotMessage.model_json_schema(),
+        "md_candle.json": CandleMessage.model_json_schema(),
+        "md_ticker.json": TickerMessage.model_json_schema(),
     }
 
 

@@ -35,10 +35,30 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         if role == "matcher_changelog":
             # Book state: the latest value per key is the state; keep it forever.
             config = {"cleanup.policy": "compact", "retention.ms": "-1"}
+        elif role.startswith("md_"):
+            config = _market_data_config(role, settings)
         if role != "dead_letter":
             config["min.insync.replicas"] = str(min(2, t.replication_factor))
         specs.append(TopicSpec(role, name, t.partitions, t.replication_factor, config))
     return specs
+
+
+def _market_data_config(role: str, settings: Settings) -> dict[str, str]:
+    """Market data is derived (rebuilt from te.executions): kept only as long as readers need.
+
+    Diffs age out; the latest snapshot and ticker per symbol are compacted state;
+    candles are compacted per symbol and minute and age out after their retention.
+    """
+    md = settings.market_data
+    if role == "md_depth":
+        return {"retention.ms": str(md.depth_retention_ms)}
+    if role == "md_candles":
+        return {
+            "cleanup.policy": "compact,delete",
+            "retention.ms": str(md.candles_retention_ms),
+            "segment.ms": str(3600 * 1000),
+        }
+    return {"cleanup.policy": "compact", "retention.ms": "-1", "segment.ms": str(3600 * 1000)}
 
 
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]:

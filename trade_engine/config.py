@@ -243,6 +243,22 @@ class GatewaySettings(_Section):
     delivery_timeout_s: float = Field(default=5.0, gt=0, le=300)
 
 
+class MarketDataSettings(_Section):
+    """The market-data agent (``trade-engine market-data run``) and its topics.
+
+    ``snapshot_every`` is in execution records per symbol (a snapshot follows the
+    update that crosses it); ``snapshot_interval_s`` also snapshots, on idle, any
+    symbol that changed since its last snapshot, so a quiet symbol's latest
+    snapshot is never far behind its last diff.
+    """
+
+    metrics_port: int = Field(default=9470, ge=0, le=65535)
+    snapshot_every: int = Field(default=1000, ge=1)
+    snapshot_interval_s: float = Field(default=10.0, gt=0)
+    depth_retention_ms: int = Field(default=24 * 3600 * 1000, ge=60_000)
+    candles_retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=60_000)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TE_",
@@ -258,6 +274,7 @@ class Settings(BaseSettings):
     wallet: WalletSettings = WalletSettings()
     market: MarketSettings = MarketSettings()
     gateway: GatewaySettings = GatewaySettings()
+    market_data: MarketDataSettings = MarketDataSettings()
     state_dir: Path = Path(".state")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_port: int = Field(default=9464, ge=0, le=65535)
@@ -287,6 +304,10 @@ class Settings(BaseSettings):
             "trades": f"{p}trades",
             "dead_letter": f"{p}dead-letter",
             "matcher_changelog": f"{p}matcher.changelog",
+            "md_depth": f"{p}md.depth",
+            "md_depth_snapshot": f"{p}md.depth.snapshot",
+            "md_candles": f"{p}md.candles",
+            "md_tickers": f"{p}md.tickers",
         }
 
     def redacted(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from trade_engine.config import MarketSettings
 from trade_engine.connectors.loadgen import generate
 from trade_engine.streams.commands import to_core
 from trade_engine.streams.executions import execution_message
+from trade_engine.streams.market_data import MESSAGES
 from trade_engine.tables.market_data import (
     DepthSync,
     MarketDataError,
@@ -222,6 +223,9 @@ def test_loadgen_flow_depth_candles_and_tickers(seed: int) -> None:
         assert len(run.trades) > 50
         _check_candles(run)
         _check_ticker(run)
+        # Every message matches its documented contract (streams/schemas/md_*.json).
+        for out in [*run.outputs, run.md.snapshot()]:
+            MESSAGES[out.value["type"]].model_validate(out.value)
 
 
 def _naive_candles(run: Run) -> dict[int, dict[str, Any]]:

@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test up down status lint typecheck pytest unit crash-test bench-baseline bench-matching bench-e2e bench-sinks lock clean
+.PHONY: run test up down status lint typecheck pytest unit crash-test bench-baseline bench-matching bench-e2e bench-sinks bench-gateway lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version}"'
@@ -67,6 +67,11 @@ bench-e2e: $(STAMP)
 bench-sinks: $(STAMP)
 	bash ops/stack.sh up
 	$(BIN)/python ops/benchmarks/bench_sink.py
+
+## POST /api/v1/orders -> 201 (durable in Kafka): latency at 2,000/s offered and accepted/s at saturation.
+bench-gateway: $(STAMP)
+	bash ops/stack.sh up
+	$(BIN)/python ops/benchmarks/bench_gateway.py
 
 bench-matching: $(STAMP)
 	$(BIN)/python ops/benchmarks/bench_matching.py

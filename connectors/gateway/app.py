@@ -21,6 +21,7 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -54,7 +55,7 @@ MAX_BODY_BYTES = 64 * 1024
 # Large enough that an oversized token reaches the authenticator (a 401 with its
 # code) instead of the HTTP parser (a bare 400).
 MAX_FIELD_BYTES = 32 * 1024
-RUNNER_ARGS = {"max_field_size": MAX_FIELD_BYTES, "max_line_size": MAX_FIELD_BYTES}
+RUNNER_ARGS: dict[str, Any] = {"max_field_size": MAX_FIELD_BYTES, "max_line_size": MAX_FIELD_BYTES}
 
 _Middleware = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -3,6 +3,7 @@ parsing into the REST models, JSON responses, and the symbol catalogue."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ class Resources:
     schema: str = "public"  # of the history tables the Postgres sink writes
     # user -> (read at, open orders): the open-orders cap's per-user count
     open_counts: dict[str, tuple[float, int]] = field(default_factory=dict)
+    refreshing: set[str] = field(default_factory=set)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def orders_table(self) -> str:

@@ -260,10 +260,30 @@ async def _check_open_cap(res: Resources, cap: int, user: str, command: PlaceOrd
 
 
 async def _open_count(res: Resources, user: str) -> int:
-    now = time.monotonic()
+    """The user's open orders: read once, then refreshed in the background at most once
+    a second (stale-while-revalidate), so the hot path waits on PostgreSQL only for a
+    user's first order."""
     cached = res.open_counts.get(user)
-    if cached is not None and now - cached[0] < _COUNT_TTL_S:
-        return cached[1]
+    if cached is None:
+        return await _read_open_count(res, user)
+    if time.monotonic() - cached[0] >= _COUNT_TTL_S and user not in res.refreshing:
+        res.refreshing.add(user)
+        task = asyncio.create_task(_refresh_open_count(res, user))
+        res.tasks.add(task)
+        task.add_done_callback(res.tasks.discard)
+    return cached[1]
+
+
+async def _refresh_open_count(res: Resources, user: str) -> None:
+    try:
+        await _read_open_count(res, user)
+    except Exception:  # noqa: S110 (the stale count stays; the next request retries)
+        pass
+    finally:
+        res.refreshing.discard(user)
+
+
+async def _read_open_count(res: Resources, user: str) -> int:
     sql = (
         f"SELECT count(*) FROM {res.orders_table} WHERE user_id = $1 "  # noqa: S608
         "AND status IN ('PENDING', 'OPEN', 'PARTIALLY_FILLED')"
@@ -274,7 +294,7 @@ async def _open_count(res: Resources, user: str) -> int:
         raise db_unavailable(exc) from None
     if len(res.open_counts) > 100_000:
         res.open_counts.clear()
-    res.open_counts[user] = (now, count)
+    res.open_counts[user] = (time.monotonic(), count)
     return count
 
 

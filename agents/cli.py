@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 
+from trade_engine.agents.market_data_cli import add_market_data_commands
 from trade_engine.config import Settings
 
 
@@ -79,6 +80,7 @@ def add_agent_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     add_stage_commands(sub)
     add_demo_command(sub)
     add_lag_command(sub)
+    add_market_data_commands(sub)
 
 
 def _cmd_validation_run(args: argparse.Namespace, settings: Settings) -> int:

@@ -14,7 +14,12 @@ that sequence. Nothing here imports Kafka, the gateway or a database; the
 - ``sync``: the client side of depth: snapshot + diffs with the resync rules.
 """
 
-from trade_engine.tables.market_data.builder import MarketDataBuilder, Output, SymbolMarketData
+from trade_engine.tables.market_data.builder import (
+    MarketDataBuilder,
+    Output,
+    PartitionMarketData,
+    SymbolMarketData,
+)
 from trade_engine.tables.market_data.depth import DepthBook
 from trade_engine.tables.market_data.exceptions import MarketDataError, ResyncNeededError
 from trade_engine.tables.market_data.sync import DepthSync
@@ -25,6 +30,7 @@ __all__ = [
     "MarketDataBuilder",
     "MarketDataError",
     "Output",
+    "PartitionMarketData",
     "ResyncNeededError",
     "SymbolMarketData",
 ]

@@ -253,3 +253,59 @@ class MarketDataBuilder:
     def snapshots(self) -> list[Output]:
         """A snapshot of every symbol seen (flush first so none lags its updates)."""
         return [book.snapshot() for book in self.symbols.values()]
+
+
+class PartitionMarketData:
+    """The builders of one ``te.executions`` partition and the offsets that bound them.
+
+    The records of one input are contiguous in the partition, so at most one
+    group is incomplete at any time: the trailing one. When a record of a new
+    input arrives the previous group is complete and flushed, whatever its
+    symbol. ``safe_position`` is the offset a consumer may commit: every record
+    before it has had its outputs produced (the trailing group's first offset
+    while it is pending, else the next offset). A restart replays ``[0,
+    safe_position)`` without publishing (then ``flush``, dropping its outputs)
+    and continues from there: nothing is published twice and nothing is lost.
+    """
+
+    def __init__(self, builder: MarketDataBuilder) -> None:
+        self.builder = builder
+        self.position = 0
+        self._group: Any = None
+        self._group_symbol: str | None = None
+        self._group_start: int | None = None
+
+    @property
+    def safe_position(self) -> int:
+        return self.position if self._group_start is None else self._group_start
+
+    def apply(self, offset: int, msg: dict[str, Any]) -> list[Output]:
+        """One record at ``offset``; ``MarketDataError`` leaves the position past it."""
+        out: list[Output] = []
+        group = msg.get("input") if isinstance(msg, dict) else None
+        if self._group_start is not None and group != self._group:
+            out = self._flush_group()
+        self.position = offset + 1
+        out.extend(self.builder.apply(msg))
+        if self._group_start is None:
+            self._group, self._group_symbol, self._group_start = group, msg["symbol"], offset
+        return out
+
+    def _flush_group(self) -> list[Output]:
+        book = self.builder.symbols.get(self._group_symbol or "")
+        self._group, self._group_symbol, self._group_start = None, None, None
+        return [] if book is None else book.flush()
+
+    def flush(self) -> list[Output]:
+        """Everything read so far is complete (the reader is caught up): publish it all."""
+        out = self._flush_group()
+        out.extend(self.builder.flush())
+        return out
+
+    def snapshots_due(self) -> list[Output]:
+        """Snapshots of the symbols that changed since their last one (none pending)."""
+        return [
+            book.snapshot()
+            for symbol, book in self.builder.symbols.items()
+            if book.seq > book.last_snapshot_seq and symbol != self._group_symbol
+        ]

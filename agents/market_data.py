@@ -1,0 +1,442 @@
+"""The market-data agent: ``te.executions`` in; depth, snapshots, candles, tickers out.
+
+It decodes each execution record, hands it to the pure builders
+(``tables.market_data``) and publishes what they return to the ``te.md.*``
+topics, on the partition the record came from (so a symbol's market data
+stays in one ordered partition, like its executions).
+
+**Exactly once, the matcher's way.** Outputs and the consumer offsets go in one
+Kafka transaction. The offset committed for a partition is the builders'
+``safe_position``: every record before it has had its outputs published. A
+batch cut for size or time leaves the trailing input's records after that
+position; they are re-read after a crash.
+
+**Recovery.** The builders' state is not stored: on assignment the agent
+replays the partition of ``te.executions`` from its first offset up to the
+committed position without publishing (``te_md_replay_records_total`` counts
+it), then consumes from there. Executions are retained for
+``topics.retention_ms`` (7 d), and every output is a function of the records,
+so the rebuilt state is the state the agent had. After a rebuild it
+publishes a snapshot of every symbol of the partition.
+
+**Why confluent-kafka, not Faust.** The same reasons as the matcher: a
+``read_committed`` input and a transaction the agent drives itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from prometheus_client import Counter, Gauge, Histogram
+
+from trade_engine import metrics
+from trade_engine.config import Settings
+from trade_engine.streams.records import ConsumedRecord, is_partition_eof
+from trade_engine.tables.market_data import MarketDataBuilder, MarketDataError, Output
+from trade_engine.tables.market_data.builder import PartitionMarketData
+from trade_engine.tables.symbols import rules_for
+
+log = logging.getLogger(__name__)
+
+STAGE = "market_data"
+
+RECORDS = Counter("te_md_records_total", "Execution records applied to market data")
+OUTPUTS = Counter("te_md_messages_total", "Market-data messages published", ["type"])
+BAD_RECORDS = Counter(
+    "te_md_bad_records_total", "Execution records market data could not apply", ["code"]
+)
+REPLAY_RECORDS = Counter(
+    "te_md_replay_records_total", "Execution records replayed to rebuild state on assignment"
+)
+REPLAY_SECONDS = Histogram(
+    "te_md_replay_seconds",
+    "Time to rebuild one partition's market data",
+    buckets=(*metrics.LATENCY_BUCKETS, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+BATCH_SECONDS = Histogram(
+    "te_md_batch_seconds",
+    "Time from the first record of a transaction to its commit",
+    buckets=metrics.LATENCY_BUCKETS,
+)
+LAST_SEQ = Gauge("te_md_last_seq", "Last execution seq applied", ["symbol"])
+ABORTED = Counter("te_md_transactions_aborted_total", "Transactions aborted", ["reason"])
+
+
+@dataclass(slots=True)
+class _Transaction:
+    started: float
+    records: int = 0
+
+
+class MarketDataWorker:
+    """Consume ``te.executions`` (read_committed); publish ``te.md.*`` transactionally."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        worker_id: str = "md-1",
+        *,
+        group_id: str | None = None,
+        batch_size: int = 2000,
+        idle_wait_s: float = 0.05,
+        max_batch: int = 20_000,
+        commit_interval_s: float = 0.25,
+    ) -> None:
+        self.settings = settings
+        names = settings.topic_names
+        self.input = names["executions"]
+        self.topics = {role: names[role] for role in ("md_depth", "md_depth_snapshot")}
+        self.topics["md_candles"] = names["md_candles"]
+        self.topics["md_tickers"] = names["md_tickers"]
+        self.group_id = group_id or f"{settings.topics.prefix}market-data"
+        self.batch_size = batch_size
+        self.idle_wait_s = idle_wait_s
+        self.max_batch = max(max_batch, batch_size)
+        self.commit_interval_s = commit_interval_s
+        md = settings.market_data
+        self.snapshot_every = md.snapshot_every
+        self.snapshot_interval_s = md.snapshot_interval_s
+        self.rules = {spec.symbol: rules_for(spec) for spec in settings.market.symbols}
+        self.parts: dict[int, PartitionMarketData] = {}
+        self._txn: _Transaction | None = None
+        self._startup_snapshots: set[int] = set()
+        self._last_snapshot_check = time.monotonic()
+        self._running = True
+        kafka = settings.kafka.librdkafka()
+        self.consumer = Consumer(
+            {
+                **kafka,
+                "group.id": self.group_id,
+                "group.instance.id": f"{self.group_id}-{worker_id}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "partition.assignment.strategy": "range",
+                "session.timeout.ms": 6000,
+                "heartbeat.interval.ms": 1000,
+                "fetch.wait.max.ms": 10,
+            }
+        )
+        self.producer = Producer(
+            {
+                **kafka,
+                "transactional.id": f"{self.group_id}-{worker_id}",
+                "transaction.timeout.ms": 10000,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 2,
+                "compression.type": "lz4",
+                "retry.backoff.ms": 2,
+                "retry.backoff.max.ms": 20,
+                "queue.buffering.max.messages": 1_000_000,
+            }
+        )
+
+    # ------------------------------------------------------------ lifecycle
+
+    def stop(self, *_: Any) -> None:
+        self._running = False
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run(self, max_idle_s: float | None = None) -> None:
+        """Consume until stopped (SIGTERM/SIGINT) or idle for ``max_idle_s`` seconds."""
+        self.producer.init_transactions(30)
+        self.consumer.subscribe(
+            [self.input],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        log.info("market data started", extra={"group": self.group_id})
+        idle_since = time.monotonic()
+        try:
+            while self._running:
+                messages = self.consumer.consume(self.batch_size, 0)
+                if not messages:
+                    # Caught up: the trailing inputs are complete (the matcher commits an
+                    # input's records in one transaction), so publish everything.
+                    if self._txn is not None or self._startup_snapshots:
+                        self._commit(flush=True)
+                        continue
+                    self._idle_snapshots()
+                    msg = self.consumer.poll(self.idle_wait_s)
+                    if msg is None:
+                        if not self.consumer.assignment():
+                            idle_since = time.monotonic()
+                        elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                            break
+                        continue
+                    messages = [msg]
+                idle_since = time.monotonic()
+                self._process(messages)
+                txn = self._txn
+                if txn is not None and (
+                    txn.records >= self.max_batch
+                    or time.monotonic() - txn.started >= self.commit_interval_s
+                ):
+                    self._commit(flush=False)
+            if self._txn is not None:
+                self._commit(flush=True)
+        finally:
+            self.consumer.close()
+            log.info("market data stopped", extra={"group": self.group_id})
+
+    # ------------------------------------------------------------ rebalance
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._txn is not None:
+            self._commit(flush=False)
+        committed = consumer.committed(partitions, timeout=30)
+        for tp in committed:
+            end = tp.offset if tp.offset >= 0 else 0
+            self.parts[tp.partition] = self._rebuild(tp.partition, end)
+            self._startup_snapshots.add(tp.partition)
+            tp.offset = end if end > 0 else OFFSET_BEGINNING
+        consumer.assign(committed)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._txn is not None:
+            self._commit(flush=False)
+        for tp in partitions:
+            self.parts.pop(tp.partition, None)
+            self._startup_snapshots.discard(tp.partition)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.parts.pop(tp.partition, None)
+            self._startup_snapshots.discard(tp.partition)
+        if self._txn is not None:
+            self._fail("lost")
+
+    def _rebuild(self, partition: int, end: int) -> PartitionMarketData:
+        """Builders of ``partition`` after the records ``[0, end)``, nothing published."""
+        started = time.monotonic()
+        part = PartitionMarketData(
+            MarketDataBuilder(self.rules, snapshot_every=self.snapshot_every)
+        )
+        replayed = 0
+        if end > 0:
+            for record in read_range(self.settings, self.input, partition, end):
+                self._apply(part, record)
+                replayed += 1
+            part.flush()  # published before the crash or revoke; drop it
+            part.position = max(part.position, end)
+        REPLAY_RECORDS.inc(replayed)
+        REPLAY_SECONDS.observe(time.monotonic() - started)
+        log.info(
+            "market data rebuilt",
+            extra={
+                "partition": partition,
+                "position": end,
+                "records": replayed,
+                "symbols": sorted(part.builder.symbols),
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
+        return part
+
+    # -------------------------------------------------------------- batches
+
+    def _apply(self, part: PartitionMarketData, record: ConsumedRecord) -> list[Output]:
+        try:
+            msg = json.loads(record.value or b"")
+            if not isinstance(msg, dict):
+                raise MarketDataError("MD_BAD_RECORD", "not a JSON object")
+            out = part.apply(record.offset, msg)
+        except (ValueError, MarketDataError) as exc:
+            code = exc.code if isinstance(exc, MarketDataError) else "MD_BAD_RECORD"
+            BAD_RECORDS.labels(code).inc()
+            part.position = max(part.position, record.offset + 1)
+            log.error(
+                "execution record skipped by market data",
+                extra={
+                    "stage": STAGE,
+                    "code": code,
+                    "reason": str(exc)[:300],
+                    "partition": record.partition,
+                    "offset": record.offset,
+                },
+            )
+            return []
+        return out
+
+    def _process(self, messages: list[Message]) -> None:
+        records = []
+        for msg in messages:
+            if msg.error() is not None:
+                if not is_partition_eof(msg):
+                    log.warning("consumer error", extra={"error": str(msg.error())})
+                continue
+            records.append(ConsumedRecord.from_message(msg))
+        if not records:
+            return
+        try:
+            if self._txn is None:
+                self.producer.begin_transaction()
+                self._txn = _Transaction(time.monotonic())
+            txn = self._txn
+            applied = 0
+            for record in records:
+                part = self.parts.get(record.partition)
+                if part is None or record.offset < part.position:
+                    continue  # revoked, or already applied (re-delivered after a rewind)
+                applied += 1
+                self._publish(record.partition, self._apply(part, record))
+            txn.records += applied
+            RECORDS.inc(applied)
+        except (KafkaException, BufferError) as exc:
+            self._kafka_failure(exc)
+
+    def _publish(self, partition: int, outputs: Iterable[Output]) -> None:
+        for out in outputs:
+            self.producer.produce(
+                self.topics[out.role],
+                key=out.key.encode(),
+                value=json.dumps(out.value, separators=(",", ":")).encode(),
+                partition=partition,
+            )
+            OUTPUTS.labels(out.value["type"]).inc()
+            if out.value["type"] == "depth_update":
+                LAST_SEQ.labels(out.key).set(out.value["u"])
+
+    def _commit(self, *, flush: bool) -> None:
+        """Publish what is complete, send the safe positions, commit."""
+        try:
+            if self._txn is None:
+                self.producer.begin_transaction()
+                self._txn = _Transaction(time.monotonic())
+            txn = self._txn
+            if flush:
+                for partition, part in self.parts.items():
+                    self._publish(partition, part.flush())
+                for partition in sorted(self._startup_snapshots):
+                    part = self.parts[partition]
+                    self._publish(partition, [b.snapshot() for b in part.builder.symbols.values()])
+                self._startup_snapshots.clear()
+            # Every owned partition: a group published now may have been read by an
+            # earlier transaction (cut for size), and its position must move with it.
+            offsets = [
+                TopicPartition(self.input, p, part.safe_position) for p, part in self.parts.items()
+            ]
+            if offsets:
+                self.producer.send_offsets_to_transaction(
+                    offsets, self.consumer.consumer_group_metadata(), 30
+                )
+            self.producer.commit_transaction(30)
+        except (KafkaException, BufferError) as exc:
+            self._kafka_failure(exc)
+            return
+        self._txn = None
+        BATCH_SECONDS.observe(time.monotonic() - txn.started)
+
+    def _idle_snapshots(self) -> None:
+        """Now and then, snapshot every symbol that changed since its last snapshot."""
+        now = time.monotonic()
+        if now - self._last_snapshot_check < self.snapshot_interval_s:
+            return
+        self._last_snapshot_check = now
+        due = {p: part.snapshots_due() for p, part in self.parts.items()}
+        if not any(due.values()):
+            return
+        try:
+            self.producer.begin_transaction()
+            self._txn = _Transaction(now)
+            for partition, outputs in due.items():
+                self._publish(partition, outputs)
+            self._commit(flush=False)
+        except (KafkaException, BufferError) as exc:
+            self._kafka_failure(exc)
+
+    def _kafka_failure(self, exc: KafkaException | BufferError) -> None:
+        error = exc.args[0] if exc.args else exc
+        if isinstance(error, KafkaError) and error.fatal():
+            log.critical("fatal producer error; exiting", extra={"error": str(error)})
+            raise exc
+        log.warning("transaction failed; rebuilding", extra={"error": str(error)})
+        self._fail("kafka")
+
+    def _fail(self, reason: str) -> None:
+        """Abort; rebuild every owned partition from its committed position and rewind."""
+        ABORTED.labels(reason).inc()
+        self._txn = None
+        try:
+            self.producer.abort_transaction(30)
+        except KafkaException as exc:
+            if exc.args[0].fatal():
+                raise
+        owned = [TopicPartition(self.input, p) for p in self.parts]
+        if not owned:
+            return
+        for tp in self.consumer.committed(owned, timeout=30):
+            end = max(tp.offset, 0)
+            self.parts[tp.partition] = self._rebuild(tp.partition, end)
+            self._startup_snapshots.add(tp.partition)
+            self.consumer.seek(
+                TopicPartition(self.input, tp.partition, end if end > 0 else OFFSET_BEGINNING)
+            )
+
+
+def read_range(
+    settings: Settings, topic: str, partition: int, end: int
+) -> Iterable[ConsumedRecord]:
+    """Committed records of ``[0, end)`` of one partition, in order."""
+    reader = Consumer(
+        {
+            **settings.kafka.librdkafka(),
+            "group.id": f"md-replay-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "fetch.max.bytes": 52_428_800,
+        }
+    )
+    try:
+        tp = TopicPartition(topic, partition)
+        low, _ = reader.get_watermark_offsets(tp, timeout=30)
+        if low >= end:
+            return
+        reader.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+        while True:
+            batch = reader.consume(5000, 5.0)
+            if not batch:
+                if reader.position([tp])[0].offset >= end:
+                    return  # only aborted records or markers were left
+                continue
+            for msg in batch:
+                if is_partition_eof(msg):
+                    if reader.position([tp])[0].offset >= end:
+                        return
+                    continue
+                if msg.error() is not None:
+                    continue
+                record = ConsumedRecord.from_message(msg)
+                if record.offset >= end:
+                    return
+                yield record
+                if record.offset + 1 >= end:
+                    return
+    finally:
+        reader.close()

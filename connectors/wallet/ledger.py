@@ -33,6 +33,7 @@ from trade_engine.connectors.wallet.exceptions import (
     ReservationMismatchError,
     ReservationNotFoundError,
     UserNotFoundError,
+    WalletError,
 )
 from trade_engine.connectors.wallet.models import (
     SYSTEM_USER,
@@ -138,6 +139,36 @@ class Ledger:
             return await _idempotent(
                 c, "withdraw", req.idempotency_key, req=req, model=TransferResponse, apply=_withdraw
             )
+
+    async def apply_many(
+        self, op: str, reqs: Sequence[Any], conn: asyncpg.Connection | None = None
+    ) -> list[Outcome[Any] | WalletError]:
+        """Per item (one kind: reserve, release or settle) its outcome or its error, in order.
+
+        One transaction for the whole batch (``batch.py``); each item's answer is
+        the one its single operation would have given at that point. Batches the
+        set-based path cannot take run item by item, each in its own transaction.
+        """
+        from trade_engine.connectors.wallet import batch  # noqa: PLC0415 (it imports this module)
+
+        single: dict[str, Callable[[Any, asyncpg.Connection], Awaitable[Outcome[Any]]]] = {
+            "reserve": self.reserve,
+            "release": self.release,
+            "settle": self.settle_trade,
+        }
+        async with self.connection(conn) as c:
+            await self._ensure_accounts(c, [k for r in reqs for k in _ensure_keys(op, r)])
+            try:
+                return await batch.apply(c, op, reqs)
+            except batch.FallBackError:
+                pass
+            out: list[Outcome[Any] | WalletError] = []
+            for req in reqs:
+                try:
+                    out.append(await single[op](req, c))
+                except WalletError as exc:
+                    out.append(exc)
+            return out
 
     async def balances(self, user_id: str) -> BalancesResponse:
         async with self._pool.acquire() as c:
@@ -306,6 +337,15 @@ async def _release(conn: asyncpg.Connection, req: ReleaseRequest, key: str) -> R
         reserved_balance=held.balance - amount,
         entry_id=entry_id,
     )
+
+
+def _ensure_keys(op: str, req: Any) -> list[AccountKey]:
+    """The accounts an operation creates on first use (a reserve never creates 'available')."""
+    if op == "settle":
+        return _settle_accounts(req)
+    if op == "reserve":
+        return [(req.user_id, req.asset, "held")]
+    return [(req.user_id, req.asset, "available"), (req.user_id, req.asset, "held")]
 
 
 def _settle_accounts(req: SettleTradeRequest) -> list[AccountKey]:

@@ -214,8 +214,11 @@ def _single(op: str) -> _Handler:
     return handle
 
 
+_LEDGER_OP = {"reserve": "reserve", "release": "release", "settle-trade": "settle"}
+
+
 def _batch(op: str) -> _Handler:
-    model, apply = _OPERATIONS[op]
+    model, _ = _OPERATIONS[op]
 
     async def handle(request: web.Request) -> web.StreamResponse:
         body = await _body(request)
@@ -225,37 +228,36 @@ def _batch(op: str) -> _Handler:
                 f'body must be {{"items": [...]}} with 1 to {MAX_BATCH_ITEMS} items',
                 {"max_items": MAX_BATCH_ITEMS},
             )
-        ledger = request.app[LEDGER]
-        results: list[dict[str, Any]] = []
-        async with ledger.connection() as conn:
-            for index, raw in enumerate(items):
-                result = await _batch_item(
-                    op=op, model=model, apply=apply, ledger=ledger, conn=conn, index=index, raw=raw
-                )
-                results.append(result.model_dump(mode="json", exclude_none=True))
-        return _json({"results": results})
+        results: list[BatchItemResult | None] = [None] * len(items)
+        valid: list[tuple[int, Any]] = []
+        for index, raw in enumerate(items):
+            try:
+                valid.append((index, _validate(model, raw)))
+            except ValidationFailedError as exc:
+                results[index] = _item_error(op, index, exc)
+        if valid:
+            # One transaction for the batch; each item's answer is its own.
+            outcomes = await request.app[LEDGER].apply_many(
+                _LEDGER_OP[op], [req for _, req in valid]
+            )
+            for (index, _), outcome in zip(valid, outcomes, strict=True):
+                if isinstance(outcome, WalletError):
+                    results[index] = _item_error(op, index, outcome)
+                    continue
+                metrics.OPERATIONS.labels(op, "replayed" if outcome.replayed else "applied").inc()
+                result = outcome.response.model_dump(mode="json")
+                results[index] = BatchItemResult(index=index, ok=True, result=result)
+        return _json(
+            {"results": [r.model_dump(mode="json", exclude_none=True) for r in results if r]}
+        )
 
     return handle
 
 
-async def _batch_item(
-    *,
-    op: str,
-    model: type[BaseModel],
-    apply: _Apply,
-    ledger: Ledger,
-    conn: asyncpg.Connection,
-    index: int,
-    raw: Any,
-) -> BatchItemResult:
-    try:
-        outcome = await apply(ledger, _validate(model, raw), conn)
-    except WalletError as exc:
-        metrics.OPERATIONS.labels(op, exc.code).inc()
-        error = ErrorBody(code=exc.code, message=exc.message, details=exc.details)
-        return BatchItemResult(index=index, ok=False, error=error)
-    metrics.OPERATIONS.labels(op, "replayed" if outcome.replayed else "applied").inc()
-    return BatchItemResult(index=index, ok=True, result=outcome.response.model_dump(mode="json"))
+def _item_error(op: str, index: int, exc: WalletError) -> BatchItemResult:
+    metrics.OPERATIONS.labels(op, exc.code).inc()
+    error = ErrorBody(code=exc.code, message=exc.message, details=exc.details)
+    return BatchItemResult(index=index, ok=False, error=error)
 
 
 async def _balances(request: web.Request) -> web.StreamResponse:

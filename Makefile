@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test up down status lint typecheck pytest unit crash-test bench-baseline bench-matching bench-e2e bench-sinks bench-gateway lock clean
+.PHONY: run test up down status lint typecheck pytest unit crash-test bench-baseline bench-matching bench-e2e bench-sinks bench-gateway bench-wallet lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version}"'
@@ -75,6 +75,10 @@ bench-gateway: $(STAMP)
 
 bench-matching: $(STAMP)
 	$(BIN)/python ops/benchmarks/bench_matching.py
+
+bench-wallet: $(STAMP)
+	bash ops/postgres/postgres.sh up
+	$(BIN)/python ops/benchmarks/bench_wallet.py
 
 ## Re-pin the versions CI installs (after changing dependencies in pyproject.toml).
 lock:

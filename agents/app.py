@@ -13,6 +13,7 @@ from typing import Any
 import faust
 
 from trade_engine.config import Settings
+from trade_engine.health import Flag
 
 FAUST_TUNED: dict[str, Any] = {
     "broker_max_poll_records": 2_000,
@@ -47,3 +48,20 @@ def raw_topic(app: faust.App, name: str) -> Any:
     return app.topic(
         name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
+
+
+def assignment_flag(app: faust.App) -> Flag:
+    """Readiness of a Faust worker: set once the group assigned it partitions (and
+    cleared on revocation until the next assignment)."""
+    flag = Flag("no partitions assigned by the group yet")
+
+    async def assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        flag.set(detail=f"{len(args[0]) if args else 0} partition(s) assigned")
+
+    async def revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        flag.clear("rebalancing")
+
+    # Strong references: the flag keeps the handlers alive as long as the app.
+    app.on_partitions_assigned.connect(assigned)
+    app.on_partitions_revoked.connect(revoked)
+    return flag

@@ -13,20 +13,34 @@ from trade_engine.config import Settings
 
 
 def _cmd_matcher_run(args: argparse.Namespace, settings: Settings) -> int:
-    from trade_engine import logs, metrics
+    from trade_engine import logs, metrics, tracing
     from trade_engine.agents.matcher import MatcherWorker
+    from trade_engine.health import Health, kafka_check
     from trade_engine.ops.preflight import check_kafka
     from trade_engine.streams.topics import create_topics
 
     logs.configure(settings.log_level)
+    tracing.configure(settings, "te-matcher")
     check_kafka(settings)  # an unreachable broker is a named config error, not a traceback
     create_topics(settings)
-    metrics.serve(args.metrics_port if args.metrics_port is not None else settings.metrics_port)
     worker = MatcherWorker(
         settings,
         args.worker_id or f"{socket.gethostname()}-{os.getpid()}",
         batch_size=args.batch_size,
         standby=args.standby,
+    )
+    health = Health(
+        {
+            "kafka": kafka_check(settings.kafka.librdkafka()),
+            "transactions": worker.transactions_ready,
+            "group": worker.group_joined,
+        }
+    )
+    metrics.serve(
+        args.metrics_port if args.metrics_port is not None else settings.metrics_port,
+        health,
+        addr=settings.metrics_host,
+        state_dir=settings.state_dir,
     )
     worker.install_signal_handlers()
     worker.run(max_idle_s=args.exit_when_idle)
@@ -85,15 +99,25 @@ def add_agent_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def _cmd_validation_run(args: argparse.Namespace, settings: Settings) -> int:
     from trade_engine import logs, metrics
+    from trade_engine.agents.app import assignment_flag
     from trade_engine.agents.validation import build
+    from trade_engine.health import Health, kafka_check
     from trade_engine.ops.preflight import check_kafka
     from trade_engine.streams.topics import create_topics
 
     logs.configure(settings.log_level)
     check_kafka(settings)
     create_topics(settings)
-    metrics.serve(args.metrics_port if args.metrics_port is not None else 0)
     app = build(settings)
+    health = Health(
+        {"kafka": kafka_check(settings.kafka.librdkafka()), "group": assignment_flag(app)}
+    )
+    metrics.serve(
+        args.metrics_port if args.metrics_port is not None else 0,
+        health,
+        addr=settings.metrics_host,
+        state_dir=settings.state_dir,
+    )
     # At -l warn Faust sets the root logger to DEBUG for its spinner and every
     # logger.debug() call builds a record: -l info nearly halves CPU per event.
     sys.argv = [sys.argv[0], "worker", "-l", "info", "--without-web"]
@@ -128,15 +152,21 @@ def _cmd_lag(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
     from trade_engine import metrics
+    from trade_engine.health import DISK, Health, Recent, kafka_check
     from trade_engine.ops.lag import LagReader, export
 
     reader = LagReader(settings)
+    sampled = Recent("lag sample", max_age_s=max(3 * args.interval, 30.0))
+    for volume, path in args.disk:
+        DISK.watch(volume, path)
     if args.serve is not None:
-        metrics.serve(args.serve)
+        health = Health({"kafka": kafka_check(settings.kafka.librdkafka()), "sampling": sampled})
+        metrics.serve(args.serve, health, addr=settings.metrics_host, state_dir=settings.state_dir)
     try:
         while True:
             lags = reader.read_all()
             export(lags)
+            sampled.touch()
             if args.json:
                 for item in lags:
                     print(json.dumps(item.as_dict()))
@@ -159,6 +189,13 @@ def _cmd_lag(args: argparse.Namespace, settings: Settings) -> int:
         reader.close()
 
 
+def _volume(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name.isidentifier() or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name, path
+
+
 def add_lag_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lag = sub.add_parser(
         "lag", help="consumer lag of every engine group, per partition (messages and seconds)"
@@ -168,5 +205,13 @@ def add_lag_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     lag.add_argument("--interval", type=float, default=10.0)
     lag.add_argument(
         "--serve", type=int, metavar="PORT", help="export kafka_consumergroup_lag metrics"
+    )
+    lag.add_argument(
+        "--disk",
+        type=_volume,
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="also export te_disk_free_bytes of PATH as volume NAME (e.g. kafka=/var/lib/kafka)",
     )
     lag.set_defaults(handler=_cmd_lag)

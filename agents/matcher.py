@@ -50,17 +50,19 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from trade_engine import metrics
+from trade_engine import metrics, tracing
 from trade_engine.agents.matching_stage import (
     EXECUTIONS,
     STAGE,
     TRADES,
     CorePanicError,
+    Output,
     StageCounters,
     match_record,
 )
 from trade_engine.agents.standby import StandbyReplicator
 from trade_engine.config import Settings
+from trade_engine.health import Flag
 from trade_engine.streams.records import ConsumedRecord, is_partition_eof
 from trade_engine.tables.durable import Changes, PartitionBooks
 from trade_engine.tables.matching.rules import SymbolRules
@@ -137,6 +139,9 @@ class MatcherWorker:
         self.poison: set[tuple[int, int]] = set()
         self._changelog_offsets: dict[int, int] = {}
         self._running = True
+        # Readiness (/health/ready): facts only this loop can know.
+        self.transactions_ready = Flag("producer transactions not initialised")
+        self.group_joined = Flag("no partitions assigned by the group yet")
         # Warm standby: keep the stores of partitions owned elsewhere up to date, so a
         # takeover reads only the changelog tail (see agents/standby.py).
         self.standby = (
@@ -195,6 +200,7 @@ class MatcherWorker:
             # (young cycles are still found) and rarely walk the whole heap.
             gc.set_threshold(100_000, 50, 100)
         self.producer.init_transactions(30)
+        self.transactions_ready.set()
         self.consumer.subscribe(
             [self.topics.input],
             on_assign=self._on_assign,
@@ -272,6 +278,7 @@ class MatcherWorker:
             tp.offset = books.position if books.position > 0 else OFFSET_BEGINNING
         metrics.ASSIGNED_PARTITIONS.set(len(self.books))
         consumer.assign(partitions)
+        self.group_joined.set(detail=f"{len(partitions)} partition(s) assigned")
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Still the owner (the revoke comes before the rejoin): commit what is open.
@@ -281,6 +288,7 @@ class MatcherWorker:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # No longer the owner: what is open must not commit; partitions kept are rewound.
+        self.group_joined.clear("partitions lost; rejoining the group")
         self._drop(partitions)
         txn = self._txn
         if txn is not None:
@@ -451,6 +459,7 @@ class MatcherWorker:
     ) -> None:
         """Match every record, producing its outputs inside the open transaction."""
         poison = self.poison
+        traced = tracing.enabled()
         for partition, batch in by_partition.items():
             books = self.books.get(partition)
             if books is None:
@@ -463,6 +472,16 @@ class MatcherWorker:
                     continue  # already applied: re-delivered after a rewind
                 books.position = offset + 1
                 poisoned = bool(poison) and (partition, offset) in poison
+                if traced:
+                    self._match_traced(
+                        books,
+                        record,
+                        counters,
+                        poisoned=poisoned,
+                        executions=executions,
+                        trades=trades,
+                    )
+                    continue
                 for out in match_record(books, record, counters, poisoned=poisoned):
                     role = out.role
                     if role == EXECUTIONS:
@@ -470,14 +489,45 @@ class MatcherWorker:
                     elif role == TRADES:
                         trades.append({"key": out.key, "value": out.value})
                     else:
-                        self.producer.produce(
-                            self.topics.dead_letter,
-                            key=out.key,
-                            value=out.value,
-                            headers=out.headers,
-                        )
+                        self._dead_letter(out)
             self._produce_batch(self.topics.executions, partition, executions)
             self._produce_batch(self.topics.trades, partition, trades)
+
+    def _dead_letter(self, out: Output) -> None:
+        self.producer.produce(
+            self.topics.dead_letter, key=out.key, value=out.value, headers=out.headers
+        )
+
+    def _match_traced(
+        self,
+        books: PartitionBooks,
+        record: ConsumedRecord,
+        counters: StageCounters,
+        *,
+        poisoned: bool,
+        executions: list[dict[str, Any]],
+        trades: list[dict[str, Any]],
+    ) -> None:
+        """``match_record`` inside a span continuing the command's trace; its outputs carry
+        that span's trace context. Tracing on only: headers rule out produce_batch."""
+        with tracing.span(
+            "matcher.match",
+            parent_headers=record.headers,
+            attributes={
+                "messaging.kafka.partition": record.partition,
+                "messaging.kafka.offset": record.offset,
+                "te.symbol": record.key.decode(errors="replace") if record.key else None,
+            },
+        ) as current:
+            outputs = match_record(books, record, counters, poisoned=poisoned)
+            headers = tracing.inject(span=current)
+        for out in outputs:
+            if out.role == EXECUTIONS:
+                executions.append({"key": out.key, "value": out.value, "headers": headers})
+            elif out.role == TRADES:
+                trades.append({"key": out.key, "value": out.value, "headers": headers})
+            else:
+                self._dead_letter(out._replace(headers=tracing.inject(out.headers, current)))
 
     def _produce_changelog(self, partition: int, changes: Changes) -> None:
         messages: list[dict[str, Any]] = [
@@ -490,6 +540,11 @@ class MatcherWorker:
 
     def _produce_batch(self, topic: str, partition: int, messages: list[dict[str, Any]]) -> None:
         if not messages:
+            return
+        if "headers" in messages[0]:
+            # Tracing on: librdkafka's batch call cannot carry headers.
+            for message in messages:
+                self.producer.produce(topic, partition=partition, **message)
             return
         queued = self.producer.produce_batch(topic, messages, partition=partition)
         if queued != len(messages):

@@ -12,26 +12,46 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from trade_engine.config import Settings
 
 
-def _prepare(settings: Settings, metrics_port: int | None) -> None:
-    from trade_engine import logs, metrics
+def _prepare(settings: Settings, service: str) -> None:
+    from trade_engine import logs, tracing
     from trade_engine.ops.preflight import check_kafka
     from trade_engine.streams.topics import create_topics
 
     logs.configure(settings.log_level)
+    tracing.configure(settings, service)
     check_kafka(settings)
     create_topics(settings)
-    metrics.serve(metrics_port or 0)
+
+
+def _serve(settings: Settings, metrics_port: int | None, checks: dict[str, Any]) -> None:
+    """/metrics and /health on ``metrics_port``; ready = Kafka + the wallet + ``checks``."""
+    from trade_engine import metrics
+    from trade_engine.health import Health, http_check, kafka_check
+
+    health = Health(
+        {
+            "kafka": kafka_check(settings.kafka.librdkafka()),
+            "wallet": http_check(settings.wallet.url.rstrip("/") + "/health/ready"),
+            **checks,
+        }
+    )
+    metrics.serve(
+        metrics_port or 0, health, addr=settings.metrics_host, state_dir=settings.state_dir
+    )
 
 
 def _cmd_risk_run(args: argparse.Namespace, settings: Settings) -> int:
+    from trade_engine.agents.app import assignment_flag
     from trade_engine.agents.risk import build
 
-    _prepare(settings, args.metrics_port)
+    _prepare(settings, "te-risk")
     app = build(settings, batch_size=args.batch_size, within_s=args.within)
+    _serve(settings, args.metrics_port, {"group": assignment_flag(app)})
     # -l info: at warn Faust sets the root logger to DEBUG (see agents/cli.py).
     sys.argv = [sys.argv[0], "worker", "-l", "info", "--without-web"]
     app.main()  # never returns
@@ -40,10 +60,11 @@ def _cmd_risk_run(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_settlement_run(args: argparse.Namespace, settings: Settings) -> int:
     from trade_engine.agents.settlement import SettlementWorker
 
-    _prepare(settings, args.metrics_port)
+    _prepare(settings, "te-settlement")
     worker = SettlementWorker(
         settings, batch_size=args.batch_size, retry_budget_s=args.retry_budget_s
     )
+    _serve(settings, args.metrics_port, {"group": worker.group_joined})
     worker.install_signal_handlers()
     worker.run(max_idle_s=args.exit_when_idle)
     return 0

@@ -45,7 +45,7 @@ import faust
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
-from trade_engine import metrics
+from trade_engine import metrics, tracing
 from trade_engine.agents.app import create_app, raw_topic
 from trade_engine.agents.settlement import wallet_client
 from trade_engine.agents.validation import check, dead_letter_headers
@@ -262,14 +262,41 @@ def build(settings: Settings, *, batch_size: int = 500, within_s: float = 0.005)
             batches = stream.take_events(batch_size, within=within_s)  # type: ignore[attr-defined]
             async for events in batches:
                 BATCH_SIZE.observe(len(events))
-                decisions = await stage.decide([(e.key, e.value) for e in events])
+                with tracing.span(
+                    "risk.batch",
+                    attributes={"te.commands": len(events)},
+                    links=tracing.links([e.message.headers for e in events]),
+                ):
+                    decisions = await stage.decide([(e.key, e.value) for e in events])
                 for event, decision in zip(events, decisions, strict=True):
-                    await _send(event, decision, accepted, dead_letter)
+                    if tracing.enabled():
+                        await _send_traced(event, decision, accepted, dead_letter)
+                    else:
+                        await _send(event, decision, accepted, dead_letter)
 
     return app
 
 
-async def _send(event: Any, decision: Outgoing, accepted: Any, dead_letter: Any) -> None:
+async def _send_traced(event: Any, decision: Outgoing, accepted: Any, dead_letter: Any) -> None:
+    """``_send`` inside a span of the command's trace; the forwarded command carries it."""
+    message = event.message
+    with tracing.span(
+        "risk.process",
+        parent_headers=message.headers,
+        attributes={
+            "messaging.kafka.partition": message.partition,
+            "messaging.kafka.offset": message.offset,
+            "te.dead_letter": decision.dead_letter[0] if decision.dead_letter else None,
+        },
+    ):
+        headers = message.headers
+        items = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+        await _send(event, decision, accepted, dead_letter, tracing.inject(items))
+
+
+async def _send(
+    event: Any, decision: Outgoing, accepted: Any, dead_letter: Any, headers: Any = None
+) -> None:
     message = event.message
     if decision.dead_letter is None:
         await accepted.send(
@@ -277,7 +304,7 @@ async def _send(event: Any, decision: Outgoing, accepted: Any, dead_letter: Any)
             value=decision.value,
             partition=message.partition,
             timestamp=message.timestamp,
-            headers=message.headers,
+            headers=message.headers if headers is None else headers,
         )
         return
     code, reason = decision.dead_letter

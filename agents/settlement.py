@@ -59,7 +59,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
 
-from trade_engine import metrics
+from trade_engine import metrics, tracing
 from trade_engine.config import Settings
 from trade_engine.connectors.wallet.breaker import CircuitBreaker
 from trade_engine.connectors.wallet.client import WalletClient
@@ -69,6 +69,7 @@ from trade_engine.connectors.wallet.models import (
     ReserveRequest,
     SettleTradeRequest,
 )
+from trade_engine.health import Flag
 from trade_engine.streams.records import ConsumedRecord, is_partition_eof
 
 log = logging.getLogger(__name__)
@@ -325,6 +326,37 @@ class Settler:
         self._clock = clock
 
     async def settle(self, records: Sequence[ConsumedRecord]) -> BatchResult:
+        if not tracing.enabled():
+            return await self._settle(records)
+        # One span per record, in the trace its order came with; the batch's wallet
+        # calls are spans of their own (the client's), linked to every record.
+        spans = [
+            tracing.start(
+                "settlement.record",
+                parent_headers=record.headers,
+                attributes={
+                    "messaging.kafka.partition": record.partition,
+                    "messaging.kafka.offset": record.offset,
+                },
+            )
+            for record in records
+        ]
+        try:
+            with tracing.span(
+                "settlement.batch",
+                attributes={"te.records": len(records)},
+                links=tracing.links([r.headers for r in records]),
+            ):
+                result = await self._settle(records)
+        except BaseException as exc:
+            tracing.finish(spans, error=repr(exc))
+            raise
+        dead = {(r.partition, r.offset): code for r, code, _ in result.dead}
+        for record, item in zip(records, spans, strict=True):
+            tracing.finish([item], error=dead.get((record.partition, record.offset)))
+        return result
+
+    async def _settle(self, records: Sequence[ConsumedRecord]) -> BatchResult:
         result = BatchResult()
         items: list[tuple[int, WalletOp]] = []
         for index, record in enumerate(records):
@@ -494,6 +526,8 @@ class SettlementWorker:
         self.poll_timeout_s = poll_timeout_s
         self.retry_budget_s = retry_budget_s
         self._stop = False
+        # Readiness (/health/ready): set by the consumer's rebalance callbacks.
+        self.group_joined = Flag("no partitions assigned by the group yet")
 
     def install_signal_handlers(self) -> None:
         def stop(signum: int, frame: FrameType | None) -> None:
@@ -523,7 +557,13 @@ class SettlementWorker:
             }
         )
         producer = dead_letter_producer(self.settings)
-        consumer.subscribe([self.topic])
+        consumer.subscribe(
+            [self.topic],
+            on_assign=lambda _c, tps: self.group_joined.set(
+                detail=f"{len(tps)} partition(s) assigned"
+            ),
+            on_lost=lambda _c, _tps: self.group_joined.clear("partitions lost; rejoining"),
+        )
         idle_since = time.monotonic()
         log.info("settlement agent started", extra={"stage": STAGE, "group": self.group_id})
         try:

@@ -61,12 +61,13 @@ def _cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_sink_postgres(args: argparse.Namespace, settings: Settings) -> int:
-    from trade_engine import logs, metrics
+    from trade_engine import logs, metrics, tracing
+    from trade_engine.health import Health, kafka_check, postgres_check
     from trade_engine.sinks.kafka import FaultHook
     from trade_engine.sinks.postgres import PostgresSink
 
     logs.configure(settings.log_level)
-    metrics.serve(args.metrics_port)
+    tracing.configure(settings, "te-sink-postgres")
 
     async def run() -> None:
         sink = PostgresSink(
@@ -77,6 +78,16 @@ def _cmd_sink_postgres(args: argparse.Namespace, settings: Settings) -> int:
             maintenance_interval_s=args.maintenance_interval,
             fault=FaultHook.from_env(),
         )
+        health = Health(
+            {
+                "kafka": kafka_check(settings.kafka.librdkafka()),
+                "postgres": postgres_check(settings.postgres.dsn()),
+                "group": sink.group_joined,
+            }
+        )
+        metrics.serve(
+            args.metrics_port, health, addr=settings.metrics_host, state_dir=settings.state_dir
+        )
         sink.install_signal_handlers()
         stats = await sink.run(args.exit_when_idle)
         print(json.dumps(stats.__dict__))
@@ -86,15 +97,26 @@ def _cmd_sink_postgres(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_sink_rabbitmq(args: argparse.Namespace, settings: Settings) -> int:
-    from trade_engine import logs, metrics
+    from trade_engine import logs, metrics, tracing
+    from trade_engine.health import Health, kafka_check
     from trade_engine.sinks.rabbitmq import RabbitBridge, Topology
 
     logs.configure(settings.log_level)
-    metrics.serve(args.metrics_port)
+    tracing.configure(settings, "te-sink-rabbitmq")
 
     async def run() -> None:
         bridge = RabbitBridge(
             settings, Topology(prefix=args.name_prefix), batch_size=args.batch_size
+        )
+        health = Health(
+            {
+                "kafka": kafka_check(settings.kafka.librdkafka()),
+                "rabbitmq": bridge.connection_open,
+                "group": bridge.group_joined,
+            }
+        )
+        metrics.serve(
+            args.metrics_port, health, addr=settings.metrics_host, state_dir=settings.state_dir
         )
         bridge.install_signal_handlers()
         stats = await bridge.run(args.exit_when_idle)

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, Message
+from opentelemetry.trace import Span
 
+from trade_engine import tracing
 from trade_engine.config import Settings
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,24 @@ def decode(msg: Message) -> dict[str, Any] | None:
         extra={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
     )
     return None
+
+
+def traced_spans(name: str, messages: list[Message]) -> list[Span]:
+    """One span per message, in the trace its headers name (tracing on only); the caller
+    ends them with ``tracing.finish`` once the batch is written."""
+    if not tracing.enabled():
+        return []
+    return [
+        tracing.start(
+            name,
+            parent_headers=m.headers(),
+            attributes={
+                "messaging.kafka.partition": m.partition(),
+                "messaging.kafka.offset": m.offset(),
+            },
+        )
+        for m in messages
+    ]
 
 
 async def retrying(

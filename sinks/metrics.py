@@ -22,3 +22,11 @@ ASSIGNED = Gauge("te_sink_assigned_partitions", "te.executions partitions owned"
 DEFAULT_PARTITION_ROWS = Gauge(
     "te_sink_default_partition_rows", "Rows caught by a DEFAULT partition (should be 0)", ["table"]
 )
+MAINTENANCE_FAILURES = Counter(
+    "te_sink_partition_maintenance_failures_total",
+    "Partition maintenance runs (create ahead, detach old) that failed",
+)
+MAINTENANCE_LAST_SUCCESS = Gauge(
+    "te_sink_partition_maintenance_last_success_timestamp_seconds",
+    "Unix time of the last partition maintenance run that succeeded",
+)

@@ -43,11 +43,20 @@ from typing import Any
 import asyncpg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
+from trade_engine import tracing
 from trade_engine.config import Settings
+from trade_engine.health import Flag
 from trade_engine.migrations.partitions import PartitionCache, PartitionPolicy, maintain
 from trade_engine.migrations.runner import validate_schema
 from trade_engine.sinks import metrics
-from trade_engine.sinks.kafka import FaultHook, consume, consumer_conf, decode, retrying
+from trade_engine.sinks.kafka import (
+    FaultHook,
+    consume,
+    consumer_conf,
+    decode,
+    retrying,
+    traced_spans,
+)
 from trade_engine.sinks.rows import ORDER_COLUMNS, TRADE_COLUMNS, BatchRows, fold, parse_time
 
 log = logging.getLogger(__name__)
@@ -380,6 +389,8 @@ class PostgresSink:
         )
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Readiness (/health/ready): set once the group handed us partitions.
+        self.group_joined = Flag("no partitions assigned by the group yet")
 
     def stop(self) -> None:
         self._stopping = True
@@ -404,6 +415,7 @@ class PostgresSink:
             tp.offset = stored.get(tp.partition, OFFSET_BEGINNING)
         consumer.assign(partitions)
         metrics.ASSIGNED.labels("postgres").set(len(partitions))
+        self.group_joined.set(detail=f"{len(partitions)} partition(s) assigned")
         log.info("partitions assigned", extra={"positions": {p: stored.get(p) for p in wanted}})
 
     async def run(self, exit_when_idle_s: float | None = None) -> SinkStats:
@@ -451,8 +463,12 @@ class PostgresSink:
             if self.stop_at is not None and self._reached(consumer):
                 return
             if time.monotonic() >= next_maintenance:
-                await self._maintain()
-                next_maintenance = time.monotonic() + self.maintenance_interval_s
+                ok = await self._maintain_periodic()
+                # A failed run is tried again soon, not an interval later.
+                delay = (
+                    self.maintenance_interval_s if ok else min(self.maintenance_interval_s, 60.0)
+                )
+                next_maintenance = time.monotonic() + delay
 
     def _reached(self, consumer: Consumer) -> bool:
         assert self.stop_at is not None
@@ -466,7 +482,13 @@ class PostgresSink:
         if not batch:
             return
         started = time.perf_counter()
-        await self._db(lambda: self.writer.write(batch), "writing a batch")
+        spans = traced_spans("sink.postgres.write", messages)
+        try:
+            await self._db(lambda: self.writer.write(batch), "writing a batch")
+        except BaseException as exc:
+            tracing.finish(spans, error=repr(exc))
+            raise
+        tracing.finish(spans)
         metrics.BATCH_SECONDS.labels("postgres").observe(time.perf_counter() - started)
         if self.stop_at is None:
             ends: dict[int, int] = {}
@@ -479,4 +501,17 @@ class PostgresSink:
 
     async def _maintain(self) -> None:
         report = await self._db(lambda: self.writer.maintain(self.policy), "partition maintenance")
+        metrics.MAINTENANCE_LAST_SUCCESS.set_to_current_time()
         log.info("partition maintenance", extra={"maintenance": report})
+
+    async def _maintain_periodic(self) -> bool:
+        """Maintenance while running: a failure (no privilege to create a partition, a
+        lock timeout...) is counted and logged and must not stop the history from being
+        written; ``PartitionMaintenanceFailing`` pages before the partitions run out."""
+        try:
+            await self._maintain()
+        except (asyncpg.PostgresError, OSError) as exc:
+            metrics.MAINTENANCE_FAILURES.inc()
+            log.error("partition maintenance failed", extra={"error": repr(exc)})
+            return False
+        return True

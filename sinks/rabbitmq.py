@@ -36,9 +36,11 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
+from trade_engine import tracing
 from trade_engine.config import Settings
+from trade_engine.health import Flag
 from trade_engine.sinks import metrics
-from trade_engine.sinks.kafka import consume, consumer_conf, decode, retrying
+from trade_engine.sinks.kafka import consume, consumer_conf, decode, retrying, traced_spans
 from trade_engine.streams.executions import dumps, trade_message
 
 log = logging.getLogger(__name__)
@@ -186,6 +188,8 @@ class RabbitBridge:
         self._connection: AbstractRobustConnection | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
         self._stopping = False
+        # Readiness (/health/ready): set once the group handed us partitions.
+        self.group_joined = Flag("no partitions assigned by the group yet")
         self.first_publish_at: float | None = None  # monotonic; for benchmarks
         self.last_confirm_at: float | None = None
 
@@ -196,6 +200,15 @@ class RabbitBridge:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
+
+    def connection_open(self) -> tuple[bool, str]:
+        """Readiness: the robust AMQP connection is up (it reconnects by itself)."""
+        connection = self._connection
+        if connection is None:
+            return False, "not connected to rabbitmq yet"
+        if connection.is_closed:
+            return False, "rabbitmq connection closed; reconnecting"
+        return True, "ok"
 
     async def connect(self) -> None:
         connection = await aio_pika.connect_robust(
@@ -250,7 +263,13 @@ class RabbitBridge:
     async def run(self, exit_when_idle_s: float | None = None) -> BridgeStats:
         await retrying(self.connect, (Exception,), "connecting to rabbitmq", max_delay_s=3.0)
         consumer = Consumer(consumer_conf(self.settings, self.group_id))
-        consumer.subscribe([self.topic])
+        consumer.subscribe(
+            [self.topic],
+            on_assign=lambda _c, tps: self.group_joined.set(
+                detail=f"{len(tps)} partition(s) assigned"
+            ),
+            on_lost=lambda _c, _tps: self.group_joined.clear("partitions lost; rejoining"),
+        )
         loop = asyncio.get_running_loop()
         idle_since = time.monotonic()
         try:
@@ -283,8 +302,10 @@ class RabbitBridge:
         started = time.perf_counter()
         if self.first_publish_at is None:
             self.first_publish_at = time.monotonic()
+        spans = traced_spans("sink.rabbitmq.publish", messages)
         if events:
             await self._publish_until_confirmed(events)
+        tracing.finish(spans)
         self.last_confirm_at = time.monotonic()
         metrics.BATCH_SECONDS.labels("rabbitmq").observe(time.perf_counter() - started)
         for event in events:

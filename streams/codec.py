@@ -1,7 +1,8 @@
 """Encoding and decoding of wire messages, and their headers.
 
 Headers carry the schema version (``v``) and a trace id (``trace_id``) so a
-message can be followed from the gateway to the sinks; the dead-letter topic
+message can be followed from the gateway to the sinks (with tracing on, also
+the W3C ``traceparent`` of the producing span: ``trade_engine.tracing``); the dead-letter topic
 adds ``dlq.code``, ``dlq.reason``, ``dlq.topic``, ``dlq.partition``, ``dlq.offset``.
 """
 
@@ -12,6 +13,7 @@ from typing import Any, cast
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from trade_engine import tracing
 from trade_engine.streams.commands import SCHEMA_VERSION, Command
 from trade_engine.streams.exceptions import DecodeError
 
@@ -47,6 +49,12 @@ def _describe(exc: ValidationError) -> str:
 
 
 def new_headers(trace_id: str | None = None) -> Headers:
+    """``v`` and ``trace_id``; inside a recording span (tracing on) also its W3C
+    ``traceparent``, and ``trace_id`` is that span's trace id (``trade_engine.tracing``)."""
+    if tracing.enabled() and trace_id is None:
+        current = tracing.current_trace_id()
+        if current is not None:
+            return tracing.inject([("v", str(SCHEMA_VERSION).encode())])
     return [
         ("v", str(SCHEMA_VERSION).encode()),
         ("trace_id", (trace_id or uuid.uuid4().hex).encode()),

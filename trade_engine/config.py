@@ -243,6 +243,19 @@ class GatewaySettings(_Section):
     delivery_timeout_s: float = Field(default=5.0, gt=0, le=300)
 
 
+class TracingSettings(_Section):
+    """OpenTelemetry tracing (``trade_engine.tracing``): off unless ``otlp_endpoint`` is set.
+
+    ``otlp_endpoint`` is an OTLP/HTTP collector base URL (Jaeger all-in-one:
+    ``http://127.0.0.1:4318``); spans go to ``<endpoint>/v1/traces``.
+    ``service_name`` overrides each worker's own name (``te-matcher``, ...).
+    """
+
+    otlp_endpoint: str | None = None
+    service_name: str | None = None
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
 class MarketDataSettings(_Section):
     """The market-data agent (``trade-engine market-data run``) and its topics.
 
@@ -275,9 +288,12 @@ class Settings(BaseSettings):
     market: MarketSettings = MarketSettings()
     gateway: GatewaySettings = GatewaySettings()
     market_data: MarketDataSettings = MarketDataSettings()
+    tracing: TracingSettings = TracingSettings()
     state_dir: Path = Path(".state")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_port: int = Field(default=9464, ge=0, le=65535)
+    # Address of each worker's /metrics and /health server; 0.0.0.0 in containers.
+    metrics_host: str = "127.0.0.1"
 
     @classmethod
     def settings_customise_sources(

@@ -3,7 +3,11 @@ low-cardinality labels (never order or user ids)."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from pathlib import Path
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from trade_engine.health import DISK, Health, HealthServer
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -37,7 +41,20 @@ RECOVERY_SECONDS = Histogram(
 ASSIGNED_PARTITIONS = Gauge("te_matcher_assigned_partitions", "Input partitions owned")
 
 
-def serve(port: int) -> None:
-    """Expose /metrics on ``port`` (0 disables it)."""
-    if port:
-        start_http_server(port, addr="127.0.0.1")
+def serve(
+    port: int,
+    health: Health | None = None,
+    *,
+    addr: str = "127.0.0.1",
+    state_dir: Path | None = None,
+) -> HealthServer | None:
+    """Expose /metrics, /health/live and /health/ready on ``port`` (0 disables it).
+
+    ``health`` holds the readiness checks (none: ready while the process runs);
+    ``state_dir`` is reported as the ``state`` volume of ``te_disk_free_bytes``.
+    """
+    if state_dir is not None:
+        DISK.watch("state", state_dir)
+    if not port:
+        return None
+    return HealthServer(port, health or Health(), addr)

@@ -24,8 +24,10 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import aiohttp
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import BaseModel, SecretStr
 
+from trade_engine import tracing
 from trade_engine.config import Settings
 from trade_engine.connectors.wallet import metrics
 from trade_engine.connectors.wallet.breaker import BreakerState, CircuitBreaker
@@ -176,24 +178,37 @@ class WalletClient:
     ) -> Any:
         started = time.perf_counter()
         outcome = "ok"
+        with tracing.span(
+            f"wallet.{op}",
+            kind=SpanKind.CLIENT,
+            attributes={"http.request.method": method, "url.path": f"{_API}{path}"},
+        ) as current:
+            try:
+                return await self._call_retrying(op, method, path, payload, batch=batch)
+            except WalletError as exc:
+                outcome = exc.code
+                current.set_status(Status(StatusCode.ERROR, exc.code))
+                raise
+            finally:
+                metrics.CLIENT_REQUESTS.labels(op, outcome).inc()
+                metrics.CLIENT_SECONDS.labels(op).observe(time.perf_counter() - started)
+
+    async def _call_retrying(
+        self, op: str, method: str, path: str, payload: Any, *, batch: bool
+    ) -> Any:
         attempt = 0
-        try:
-            while True:
-                try:
-                    return await self._attempt(method, path, payload, batch)
-                except WalletError as exc:
-                    # An open circuit fails fast: waiting out its cool-down is the caller's call.
-                    give_up = not exc.retriable or isinstance(exc, CircuitOpenError)
-                    give_up = give_up or self.breaker.state is BreakerState.OPEN
-                    if give_up or attempt >= self.max_retries:
-                        outcome = exc.code
-                        raise
-                    await self._sleep(self._backoff(attempt, exc))
-                    attempt += 1
-                    metrics.CLIENT_RETRIES.labels(op).inc()
-        finally:
-            metrics.CLIENT_REQUESTS.labels(op, outcome).inc()
-            metrics.CLIENT_SECONDS.labels(op).observe(time.perf_counter() - started)
+        while True:
+            try:
+                return await self._attempt(method, path, payload, batch)
+            except WalletError as exc:
+                # An open circuit fails fast: waiting out its cool-down is the caller's call.
+                give_up = not exc.retriable or isinstance(exc, CircuitOpenError)
+                give_up = give_up or self.breaker.state is BreakerState.OPEN
+                if give_up or attempt >= self.max_retries:
+                    raise
+                await self._sleep(self._backoff(attempt, exc))
+                attempt += 1
+                metrics.CLIENT_RETRIES.labels(op).inc()
 
     def _backoff(self, attempt: int, exc: WalletError) -> float:
         cap = min(self._backoff_max_s, self._backoff_base_s * 2.0**attempt)

@@ -23,11 +23,11 @@ from trade_engine.connectors.gateway.exceptions import AuthError
 from .conftest import LIMIT_ORDER, Gateway
 
 SECRET = "test-secret-0123456789abcdef0123456789abcdef"
-NOW = int(time.time())  # PyJWT checks exp/nbf/iat against the wall clock
 
 
 def _claims(**over: Any) -> dict[str, Any]:
-    claims = {"sub": "u1", "aud": "trade-engine", "iss": "issuer", "exp": NOW + 600, "iat": NOW}
+    now = int(time.time())
+    claims = {"sub": "u1", "aud": "trade-engine", "iss": "issuer", "exp": now + 600, "iat": now}
     claims.update(over)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -110,9 +110,10 @@ def test_hs_rs_confusion_is_refused(jwks_file: Path, rsa_key: rsa.RSAPrivateKey)
 
 
 def test_expired_beyond_leeway_is_refused() -> None:
-    token = jwt.encode(_claims(exp=NOW - 31), SECRET, algorithm="HS256")
+    now = int(time.time())  # PyJWT checks exp/nbf/iat against the wall clock
+    token = jwt.encode(_claims(exp=now - 31), SECRET, algorithm="HS256")
     assert _code(_auth(), token) == "AUTH_TOKEN_EXPIRED"
-    within = jwt.encode(_claims(exp=NOW - 29), SECRET, algorithm="HS256")
+    within = jwt.encode(_claims(exp=now - 29), SECRET, algorithm="HS256")
     assert _verify_at(_auth(), within).user_id == "u1"
 
 
@@ -158,7 +159,8 @@ def test_bad_signature_tampered_payload_and_garbage() -> None:
 
 
 def test_not_yet_valid_and_bad_subject_are_refused() -> None:
-    nbf = jwt.encode(_claims(nbf=NOW + 120), SECRET, algorithm="HS256")
+    now = int(time.time())
+    nbf = jwt.encode(_claims(nbf=now + 120), SECRET, algorithm="HS256")
     assert _code(_auth(), nbf) == "AUTH_TOKEN_NOT_YET_VALID"
     sub = jwt.encode(_claims(sub="u 1/../x"), SECRET, algorithm="HS256")
     assert _code(_auth(), sub) == "AUTH_INVALID_SUBJECT"

@@ -38,6 +38,7 @@ from confluent_kafka import Producer
 from trade_engine.agents.money_cli import add_money_commands
 from trade_engine.agents.reconcile import check, engine_holds
 from trade_engine.agents.replay import read_partition
+from trade_engine.agents.risk import reserve_request
 from trade_engine.agents.settlement import (
     BadRecordError,
     WalletOp,
@@ -56,10 +57,11 @@ from trade_engine.connectors.wallet.models import (
     TransferRequest,
 )
 from trade_engine.ops.lag import LagReader
-from trade_engine.streams.codec import encode, header, new_headers
+from trade_engine.streams.codec import decode_command, encode, header, new_headers
 from trade_engine.streams.commands import PlaceOrder
 from trade_engine.streams.records import ConsumedRecord
 from trade_engine.streams.topics import create_topics
+from trade_engine.tables.symbols import rules_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -467,6 +469,57 @@ def test_settlement_killed_mid_run_settles_nothing_twice(pipeline: Pipeline) -> 
     )
     assert len(settles) == report.trades
     assert all(row["n"] == 1 for row in settles)
+    assert pipeline.settlement_dead_letters() == []
+
+
+def _reserves_of(pipeline: Pipeline, prefix: str) -> dict[str, int]:
+    """Per order id, its order-id-keyed reserve entries (top-ups of amends have other keys)."""
+    rows = asyncio.run(
+        pipeline.sql(
+            "SELECT ref, count(*) AS n FROM journal_entries"
+            " WHERE op = 'reserve' AND key = ref AND ref LIKE $1 GROUP BY ref",
+            f"{prefix}-%",
+        )
+    )
+    return {row["ref"]: row["n"] for row in rows}
+
+
+@pytest.mark.broker
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_risk_killed_mid_run_reserves_each_order_once(pipeline: Pipeline) -> None:
+    commands = pipeline.flow("rk", 3000, seed=15)
+    pipeline.publish(commands)
+    deadline = time.monotonic() + 60
+    while not _reserves_of(pipeline, "rk"):  # kill as soon as the first batch is held
+        assert time.monotonic() < deadline, "the risk stage reserved nothing"
+        time.sleep(0.02)
+    pipeline.stop("risk", signal.SIGKILL)
+    held_at_kill = len(_reserves_of(pipeline, "rk"))
+    pipeline.start("risk", "trade_engine.agents.money_cli", "risk", "run", "--metrics-port", "0")
+    pipeline.wait_idle()
+    pipeline.reconcile_ok()
+
+    accepted = [
+        decode_command(r.value) for r in pipeline.records(pipeline.settings.topic_names["accepted"])
+    ]
+    places = [c for c in accepted if isinstance(c, PlaceOrder) and c.order_id.startswith("rk-")]
+    sent = {c.order_id for c in commands if isinstance(c, PlaceOrder)}
+    assert {c.order_id for c in places} == sent  # no place lost on the way to the matcher
+    rules = {spec.symbol: rules_for(spec) for spec in pipeline.settings.market.symbols}
+    # Funded: forwarded without a risk reject at least once (a copy refused before the kill
+    # may be funded on redelivery; the matcher only remembers the id of the accepted copy).
+    funded = {
+        c.order_id
+        for c in places
+        if c.risk_reject is None and reserve_request(c, rules[c.symbol]) is not None
+    }
+    reserves = _reserves_of(pipeline, "rk")
+    assert held_at_kill < len(reserves), "the kill did not land mid-stream"
+    assert set(reserves) == funded  # every forwarded place has its hold...
+    assert set(reserves.values()) == {1}  # ...reserved exactly once
+    holds = asyncio.run(pipeline.sql("SELECT count(*) AS n FROM holds WHERE order_id LIKE 'rk-%'"))
+    assert holds[0]["n"] == len(funded)
     assert pipeline.settlement_dead_letters() == []
 
 

@@ -1,0 +1,267 @@
+"""The WebSocket channels against the real pipeline: broker, matcher and market-data agent.
+
+The gateway half under test (``setup_market_data``) runs on an aiohttp test
+server with the real JWT authenticator; the matcher and the market-data agent
+run as subprocesses on the test's own topic prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from confluent_kafka import Producer
+
+from trade_engine.agents.matcher import MatcherTopics
+from trade_engine.agents.replay import replay_partition
+from trade_engine.config import Settings, load_settings
+from trade_engine.connectors.gateway.auth import JwtAuthenticator, mint_token
+from trade_engine.connectors.gateway.context import AUTHENTICATOR, EXECUTION_FEED, SETTINGS
+from trade_engine.connectors.gateway.depth_client import DepthClient
+from trade_engine.connectors.gateway.websocket import (
+    CLOSE_SLOW_CONSUMER,
+    HUB,
+    Client,
+    setup_market_data,
+)
+from trade_engine.connectors.loadgen import generate
+from trade_engine.connectors.producer import build_place
+from trade_engine.streams.codec import encode
+from trade_engine.streams.topics import create_topics
+from trade_engine.tables.matching import Side
+from trade_engine.tables.symbols import rules_for
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    prefix = f"ws-{uuid.uuid4().hex[:8]}."
+    settings = load_settings(topics={"prefix": prefix, "partitions": 2}, state_dir=tmp_path)
+    create_topics(settings)
+    return settings
+
+
+@pytest.fixture
+def pipeline(settings: Settings, tmp_path: Path) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+    env = {
+        **os.environ,
+        "TE_TOPICS__PREFIX": settings.topics.prefix,
+        "TE_TOPICS__PARTITIONS": "2",
+        "TE_STATE_DIR": str(tmp_path),
+        "TE_LOG_LEVEL": "WARNING",
+        "TE_MARKET_DATA__SNAPSHOT_EVERY": "200",
+        "TE_MARKET_DATA__SNAPSHOT_INTERVAL_S": "1",
+    }
+    base = [sys.executable, "-m", "trade_engine"]
+    idle = ["--metrics-port", "0", "--exit-when-idle", "15"]
+    procs = {
+        "matcher": subprocess.Popen([*base, "matcher", "run", "--worker-id", "w1", *idle], env=env),
+        "market-data": subprocess.Popen([*base, "market-data", "run", *idle], env=env),
+    }
+    yield procs
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
+
+
+@pytest.fixture
+async def server(settings: Settings) -> AsyncIterator[TestServer]:
+    app = web.Application()
+    app[SETTINGS] = settings
+    app[AUTHENTICATOR] = JwtAuthenticator(settings.gateway.auth)
+    setup_market_data(app)
+    async with TestServer(app) as server:
+        yield server
+
+
+def _produce(settings: Settings, commands: list[Any]) -> None:
+    producer = Producer({**settings.kafka.librdkafka(), "partitioner": "murmur2_random"})
+    topic = MatcherTopics.from_settings(settings).input
+    for command in commands:
+        producer.produce(topic, key=command.symbol, value=encode(command))
+    producer.flush(30)
+
+
+async def _next(ws: aiohttp.ClientWebSocketResponse, timeout_s: float = 30.0) -> dict[str, Any]:
+    msg = await ws.receive(timeout=timeout_s)
+    assert msg.type is aiohttp.WSMsgType.TEXT, msg
+    data: dict[str, Any] = json.loads(msg.data)
+    return data
+
+
+async def _until(
+    ws: aiohttp.ClientWebSocketResponse, predicate: Any, timeout_s: float = 60.0
+) -> list[dict[str, Any]]:
+    seen = []
+    async with asyncio.timeout(timeout_s):
+        while True:
+            data = await _next(ws, timeout_s)
+            seen.append(data)
+            if predicate(data):
+                return seen
+
+
+async def test_fills_of_an_order_come_back_on_the_private_channel(
+    settings: Settings, pipeline: Any, server: TestServer
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        url = str(server.make_url("/api/v1/ws"))
+        async with session.ws_connect(url) as anon, session.ws_connect(url) as seller:
+            await anon.send_json({"op": "subscribe", "channels": ["orders"], "id": 1})
+            refused = await _next(anon)
+            assert refused["type"] == "error"
+            assert refused["code"] == "AUTH_REQUIRED"
+            await anon.send_json({"op": "auth", "token": "not-a-jwt", "id": 2})
+            assert (await _next(anon))["code"].startswith("AUTH_")
+            await anon.send_json({"op": "subscribe", "channels": ["depth.NOPE/USDT"]})
+            assert (await _next(anon))["code"] == "VALIDATION_UNKNOWN_SYMBOL"
+
+            token = mint_token(settings.gateway.auth, "u1")
+            await seller.send_json({"op": "auth", "token": token, "id": 3})
+            assert await _next(seller) == {"type": "authenticated", "id": 3, "user_id": "u1"}
+            await seller.send_json({"op": "subscribe", "channels": ["orders"], "id": 4})
+            assert (await _next(seller))["channels"] == ["orders"]
+
+            sell = build_place(
+                symbol="BTC/USDT", side="SELL", user_id="u1", quantity="0.01000", price="50000.00"
+            )
+            buy = build_place(
+                symbol="BTC/USDT", side="BUY", user_id="u2", quantity="0.00400", price="50000.00"
+            )
+            _produce(settings, [sell, buy])
+            feed = server.app[EXECUTION_FEED]
+            first = await feed.first_execution(buy.order_id, 60)
+            assert first is not None
+            assert first["kind"] == "ACCEPTED"
+            seen = await _until(seller, lambda m: m["data"].get("type") == "fill")
+            updates = [m["data"] for m in seen]
+            assert all(m["channel"] == "orders" for m in seen)
+            assert updates[0]["kind"] == "ACCEPTED"
+            assert updates[0]["order_id"] == sell.order_id
+            fill = updates[-1]
+            assert fill["order_id"] == sell.order_id
+            assert fill["liquidity"] == "MAKER"
+            assert (fill["side"], fill["price"], fill["quantity"]) == (
+                "SELL",
+                "50000.00",
+                "0.00400",
+            )
+            assert fill["remaining"] == "0.00600"
+            assert fill["fee_asset"] == "USDT"
+            # The counterparty is never named on the private channel.
+            assert "u2" not in json.dumps(updates)
+            assert buy.order_id not in json.dumps(updates)
+            # A REST caller asking after the answer arrived still gets it.
+            again = await feed.first_execution(sell.order_id, 0.01)
+            assert again is not None
+            assert again["seq"] == updates[0]["seq"]
+
+
+async def test_a_client_following_the_resync_procedure_keeps_the_engines_book(
+    settings: Settings, pipeline: dict[str, subprocess.Popen[bytes]], server: TestServer
+) -> None:
+    symbols = settings.market.symbols[:2]
+    async with aiohttp.ClientSession() as session:
+        base = str(server.make_url(""))
+        clients = [DepthClient(session, base, s.symbol) for s in symbols]
+        tasks = [asyncio.create_task(c.run()) for c in clients]
+        async with asyncio.timeout(30):
+            for c in clients:
+                await c.subscribed.wait()
+        commands = generate(2500, 5, symbols, users=5)
+        _produce(settings, commands[:1200])
+        await asyncio.sleep(1.0)  # diffs flow while the clients fetch their snapshots
+        _produce(settings, commands[1200:])
+        for proc in pipeline.values():  # both exit once idle: everything is published
+            await asyncio.to_thread(proc.wait, 240)
+            assert proc.returncode == 0
+        await asyncio.sleep(2.0)  # the last diffs reach the clients
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+        engine = _engine_books(settings)
+        for client in clients:
+            assert client.snapshots_fetched >= 1
+            book = client.book
+            assert book.synced
+            assert {"bids": book.levels("bids"), "asks": book.levels("asks")} == engine[
+                client.symbol
+            ]
+            rest = await (
+                await session.get(f"{base}/api/v1/depth/{client.symbol.replace('/', '-')}")
+            ).json()
+            assert rest["lastUpdateId"] == book.last_update_id
+            ticker = await (
+                await session.get(f"{base}/api/v1/ticker/{client.symbol.replace('/', '_')}")
+            ).json()
+            assert ticker["symbol"] == client.symbol
+            candles = await (
+                await session.get(f"{base}/api/v1/candles/{client.symbol.replace('/', '-')}")
+            ).json()
+            assert candles["candles"]
+        bad = await session.get(f"{base}/api/v1/depth/NOPE-USDT")
+        assert bad.status == 400
+        assert (await bad.json())["code"] == "VALIDATION_UNKNOWN_SYMBOL"
+
+
+def _engine_books(settings: Settings) -> dict[str, dict[str, list[list[str]]]]:
+    topics = MatcherTopics.from_settings(settings)
+    rules = {s.symbol: rules_for(s) for s in settings.market.symbols}
+    out: dict[str, dict[str, list[list[str]]]] = {}
+    for p in range(settings.topics.partitions):
+        books, _, _ = replay_partition(settings, topics, rules, p)
+        for symbol, book in books.books.items():
+            e = book.engine
+            price, qty = e.rules.price_scale.format, e.rules.qty_scale.format
+            out[symbol] = {
+                name: [[price(px), qty(q)] for px, q, _ in e.depth(side, 10**9)]
+                for name, side in (("bids", Side.BUY), ("asks", Side.SELL))
+            }
+    return out
+
+
+async def test_a_slow_consumer_is_disconnected_without_holding_others(
+    settings: Settings, server: TestServer
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        url = str(server.make_url("/api/v1/ws"))
+        async with session.ws_connect(url) as slow, session.ws_connect(url) as fast:
+            for ws in (slow, fast):
+                await ws.send_json({"op": "subscribe", "channels": ["trades.BTC/USDT"], "id": 1})
+                assert (await _next(ws))["type"] == "subscribed"
+            hub = server.app[HUB]
+            members = set(hub.channels["trades.BTC/USDT"])
+            assert len(members) == 2
+            # The slow one stops reading; the gateway floods the channel far past its queue.
+            payload = json.dumps({"type": "trade", "pad": "x" * 8000})
+            received = 0
+            for _ in range(50):
+                for _ in range(100):
+                    hub.publish("trades.BTC/USDT", payload)
+                while True:  # the fast client drains what it got
+                    try:
+                        msg = await fast.receive(timeout=0.05)
+                    except TimeoutError:
+                        break
+                    received += msg.type is aiohttp.WSMsgType.TEXT
+            assert received == 5000
+            closed: list[Client] = [c for c in members if c.closing]
+            assert len(closed) == 1
+            msg = await slow.receive(timeout=30)
+            while msg.type is aiohttp.WSMsgType.TEXT:
+                msg = await slow.receive(timeout=30)
+            assert slow.close_code == CLOSE_SLOW_CONSUMER

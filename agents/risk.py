@@ -27,8 +27,8 @@ Redelivery is safe: a reserve with the same order id and payload replays the
 original answer, and a place forwarded twice is answered by the matcher as
 ``MATCHING_DUPLICATE_ORDER_ID`` with release 0 (the hold stays with the
 original order). Amends, cancels, mass cancels, admin and ticks pass through
-in order; an amend that needs a larger hold is topped up by the settlement
-agent from the AMENDED record (docs/money-flow.md, limitations).
+in order; an amend that would need a larger hold is refused by the matcher
+(``MATCHING_AMEND_EXCEEDS_HOLD``, docs/money-flow.md), so nothing is held here.
 """
 
 from __future__ import annotations

@@ -180,8 +180,9 @@ def _amended(msg: dict[str, Any]) -> WalletOp | None:
     if delta < 0:
         return _release(msg, -delta, "AMEND_DECREASE", f"{order_id}:{seq}")
     if delta > 0:
-        # The risk stage cannot know an order's state, so an amend that needs a
-        # larger hold is topped up here, after the fact (docs/money-flow.md).
+        # The matcher now refuses amends that need a larger hold
+        # (MATCHING_AMEND_EXCEEDS_HOLD); records written before that rule are
+        # still topped up here when replayed (docs/money-flow.md).
         request = ReserveRequest(
             user_id=msg["user_id"],
             asset=_hold_asset(msg["symbol"], msg.get("side")),

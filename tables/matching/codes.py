@@ -50,6 +50,9 @@ class RejectCode(StrEnum):
     MATCHING_PRICE_OUT_OF_BAND = "MATCHING_PRICE_OUT_OF_BAND"
     MATCHING_MAX_OPEN_ORDERS = "MATCHING_MAX_OPEN_ORDERS"
     MATCHING_AMEND_NOT_ALLOWED = "MATCHING_AMEND_NOT_ALLOWED"
+    # The amend needs more funds held than the order's hold (price up on a buy,
+    # quantity up): refused, so no order ever rests on funds nobody reserved.
+    MATCHING_AMEND_EXCEEDS_HOLD = "MATCHING_AMEND_EXCEEDS_HOLD"
     # Risk: the risk stage refused the order before matching (no hold was taken);
     # the matcher answers it in sequence like any other reject.
     RISK_INSUFFICIENT_BALANCE = "RISK_INSUFFICIENT_BALANCE"

@@ -98,6 +98,13 @@ def required_hold(p: Place) -> int:
     return max(p.price * p.quantity, 0)
 
 
+def _amended_hold(o: Order, price: int, qty: int) -> int:
+    """An order's hold after an amend to ``(price, qty)``: never above the hold it has."""
+    if o.side is Side.BUY:
+        return o.spent + price * (qty - o.filled - o.cancelled)
+    return qty
+
+
 def parse_place(r: PlaceRequest, rules: SymbolRules) -> Place:
     """The integer ``Place`` of a wire place, with the symbol's scales.
 
@@ -761,6 +768,11 @@ class MatchingEngine:
                 return band, None
             if (o.post_only or st is TradingState.POST_ONLY) and self._crosses(o.side, price):
                 return (RejectCode.MATCHING_POST_ONLY_WOULD_TAKE, "post-only would take"), None
+        if _amended_hold(o, price, qty) > o.reserved:
+            # Nothing holds the extra: the risk stage reserved this order's hold
+            # before matching and cannot know its fills. Cancel and place anew.
+            problem = (RejectCode.MATCHING_AMEND_EXCEEDS_HOLD, "amend needs more than is held")
+            return problem, None
         return None, o
 
     def _amend(self, a: Amend, out: list[Execution]) -> None:
@@ -783,7 +795,7 @@ class MatchingEngine:
             o.price, o.remaining = price, remaining
         o.quantity = qty
         old = o.reserved
-        o.reserved = o.spent + price * remaining if o.side is Side.BUY else qty
+        o.reserved = _amended_hold(o, price, qty)
         self.seq += 1
         out.append(
             Amended(

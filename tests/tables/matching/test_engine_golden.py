@@ -321,21 +321,19 @@ def test_amend_on_partially_filled(make_engine: Any, shorts: Shorts) -> None:
     assert shorts(e.apply(Amend("a", "u1", quantity=5))) == [
         ("REJ", "VALIDATION_AMEND_BELOW_FILLED")
     ]
-    # increase loses priority: b is first now
-    assert shorts(e.apply(Amend("a", "u1", quantity=9))) == [("AMEND", "a", False, 100)]
-    assert shorts(e.apply(lim("s3", "u3", SELL, 1, 100)))[1] == ("TRADE", 100, 1, "s3", "b")
-    # price change that crosses trades as a taker at the maker's price
+    # a needs 500 spent + 100 * 3 open = 800 held, exactly its hold: nothing more is held,
+    # so amends that need more (quantity up, price up on a buy) are refused, book unchanged
+    exceeds = [("REJ", "MATCHING_AMEND_EXCEEDS_HOLD")]
+    assert shorts(e.apply(Amend("a", "u1", quantity=9))) == exceeds
     e.apply(lim("x", "u4", SELL, 2, 101))
-    out = e.apply(Amend("a", "u1", price=102))
-    assert shorts(out) == [
-        ("AMEND", "a", False, 4 * 2),  # 4 open lots now held at 102 instead of 100
-        ("TRADE", 101, 2, "a", "x"),
-        ("END", "x", "FILLED", "FILLED", 0),
-    ]
+    assert shorts(e.apply(Amend("a", "u1", price=102))) == exceeds
+    # a price cut fits in the hold, loses priority and frees the difference
+    assert shorts(e.apply(Amend("a", "u1", price=99))) == [("AMEND", "a", False, -3)]
+    assert shorts(e.apply(lim("s3", "u3", SELL, 1, 99)))[1] == ("TRADE", 100, 1, "s3", "b")
     state = e.order_state("a")
     assert state is not None
-    assert (state["filled"], state["remaining"], state["price"]) == (7, 2, 102)
-    assert state["reserved"] - state["spent"] >= 2 * 102
+    assert (state["filled"], state["remaining"], state["price"]) == (5, 3, 99)
+    assert state["reserved"] - state["spent"] == 3 * 99
     e.validate()
 
 

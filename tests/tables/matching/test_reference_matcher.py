@@ -336,6 +336,9 @@ class NaiveMatcher:
             maker = self.best_maker(probe)
             if maker is not None and probe.crosses(maker):
                 return [("REJECTED", c.order_id, "MATCHING_POST_ONLY_WOULD_TAKE", 0)]
+        needed = o.spent + price * remaining if o.side is Side.BUY else quantity
+        if needed > o.reserved:  # nobody reserved the extra
+            return [("REJECTED", c.order_id, "MATCHING_AMEND_EXCEEDS_HOLD", 0)]
         old = o.reserved
         o.price, o.quantity, o.remaining = price, quantity, remaining
         o.reserved = o.spent + price * remaining if o.side is Side.BUY else quantity

@@ -100,6 +100,8 @@ class _Transaction:
     partitions: dict[int, None] = field(default_factory=dict)
     inputs: int = 0
     counters: StageCounters = field(default_factory=StageCounters)
+    # Log time of the oldest command in the transaction: entry -> visible output.
+    oldest_ms: int | None = None
 
 
 class MatcherWorker:
@@ -392,6 +394,9 @@ class MatcherWorker:
                 txn = self._txn = _Transaction(time.monotonic())
             txn.partitions.update(dict.fromkeys(by_partition))
             txn.inputs += len(messages)
+            oldest = min(batch[0].timestamp_ms for batch in by_partition.values())
+            if txn.oldest_ms is None or oldest < txn.oldest_ms:
+                txn.oldest_ms = oldest
             self._apply(by_partition, txn.counters)
         except CorePanicError as exc:
             log.error(
@@ -433,6 +438,8 @@ class MatcherWorker:
                 store.write(partition_changes, self._changelog_offsets.get(partition, -1))
         metrics.BATCH_SECONDS.observe(time.monotonic() - txn.started)
         metrics.BATCH_SIZE.observe(txn.inputs)
+        if txn.oldest_ms is not None and txn.oldest_ms > 0:
+            metrics.ORDER_LATENCY.observe(max(time.time() - txn.oldest_ms / 1000, 0.0))
         _publish(txn.counters)
 
     def _kafka_failure(

@@ -85,6 +85,8 @@ def _cmd_settlement_redrive(args: argparse.Namespace, settings: Settings) -> int
 def _cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from trade_engine.agents.reconcile import check
 
+    if args.every is not None:
+        return _reconcile_loop(args, settings)
     try:
         report = check(settings, args.schema, wait_s=args.wait)
     except OSError as exc:
@@ -94,6 +96,48 @@ def _cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     for problem in report.problems:
         print(f"DRIFT: {problem}", file=sys.stderr)
     return 0 if report.ok else 1
+
+
+def _reconcile_loop(args: argparse.Namespace, settings: Settings) -> int:
+    """Reconcile every ``--every`` seconds and export the result (``ReconcileDrift``)."""
+    import time
+
+    from trade_engine import logs, metrics
+    from trade_engine.agents.reconcile import RUNS, DriftTracker, check, export
+    from trade_engine.health import Health, Recent, kafka_check, postgres_check
+
+    logs.configure(settings.log_level)
+    ran = Recent("reconcile run", max_age_s=2 * args.every + 300)
+    health = Health(
+        {
+            "kafka": kafka_check(settings.kafka.librdkafka()),
+            "postgres": postgres_check(settings.postgres.dsn()),
+            "runs": ran,
+        }
+    )
+    metrics.serve(
+        args.metrics_port or 0, health, addr=settings.metrics_host, state_dir=settings.state_dir
+    )
+    tracker = DriftTracker()
+    while True:
+        started = time.monotonic()
+        try:
+            report = check(settings, args.schema, wait_s=args.wait)
+        except (OSError, asyncpg_errors()) as exc:
+            RUNS.labels("error").inc()
+            print(f"reconcile: {exc!r}", file=sys.stderr)
+        else:
+            drift = export(report, tracker)
+            ran.touch()
+            print(json.dumps({"ok": report.ok, "drift": drift, "problems": report.problems[:5]}))
+        sys.stdout.flush()
+        time.sleep(max(args.every - (time.monotonic() - started), 1.0))
+
+
+def asyncpg_errors() -> type[Exception]:
+    import asyncpg
+
+    return asyncpg.PostgresError
 
 
 def add_money_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -143,6 +187,14 @@ def add_money_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         help="repeat while drift is found, up to this long (in-flight orders settle)",
     )
     reconcile.add_argument("--compact", action="store_true", help="one-line JSON")
+    reconcile.add_argument(
+        "--every",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="run forever, every SECONDS, exporting te_reconcile_* metrics (see --metrics-port)",
+    )
+    reconcile.add_argument("--metrics-port", type=int, default=None)
     reconcile.set_defaults(handler=_cmd_reconcile)
 
 

@@ -39,6 +39,12 @@ RECOVERY_SECONDS = Histogram(
     "te_matcher_recovery_seconds", "Time to restore one partition's books", buckets=LATENCY_BUCKETS
 )
 ASSIGNED_PARTITIONS = Gauge("te_matcher_assigned_partitions", "Input partitions owned")
+ORDER_LATENCY = Histogram(
+    "te_matcher_order_latency_seconds",
+    "Per committed transaction: age of its oldest command (producer log time) when the"
+    " transaction's executions became visible; the slowest order of each batch",
+    buckets=(*LATENCY_BUCKETS, 5.0, 10.0, 30.0),
+)
 
 
 def serve(

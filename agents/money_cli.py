@@ -102,6 +102,8 @@ def _reconcile_loop(args: argparse.Namespace, settings: Settings) -> int:
     """Reconcile every ``--every`` seconds and export the result (``ReconcileDrift``)."""
     import time
 
+    import asyncpg
+
     from trade_engine import logs, metrics
     from trade_engine.agents.reconcile import RUNS, DriftTracker, check, export
     from trade_engine.health import Health, Recent, kafka_check, postgres_check
@@ -123,7 +125,7 @@ def _reconcile_loop(args: argparse.Namespace, settings: Settings) -> int:
         started = time.monotonic()
         try:
             report = check(settings, args.schema, wait_s=args.wait)
-        except (OSError, asyncpg_errors()) as exc:
+        except (OSError, asyncpg.PostgresError) as exc:
             RUNS.labels("error").inc()
             print(f"reconcile: {exc!r}", file=sys.stderr)
         else:
@@ -132,12 +134,6 @@ def _reconcile_loop(args: argparse.Namespace, settings: Settings) -> int:
             print(json.dumps({"ok": report.ok, "drift": drift, "problems": report.problems[:5]}))
         sys.stdout.flush()
         time.sleep(max(args.every - (time.monotonic() - started), 1.0))
-
-
-def asyncpg_errors() -> type[Exception]:
-    import asyncpg
-
-    return asyncpg.PostgresError
 
 
 def add_money_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -35,7 +35,7 @@ def add_market_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentPa
     )
     run.add_argument("--batch-size", type=int, default=2000)
     run.add_argument(
-        "--metrics-port", type=int, default=None, help="default: market_data.metrics_port (9470)"
+        "--metrics-port", type=int, default=None, help="default: market_data.metrics_port (9471)"
     )
     run.add_argument(
         "--exit-when-idle", type=float, default=None, metavar="SECONDS", help="for tests"

@@ -79,6 +79,7 @@ def engine_groups(settings: Settings) -> dict[str, str]:
         f"{prefix}settlement": names["executions"],
         f"{prefix}sink.postgres": names["executions"],
         f"{prefix}sink.rabbitmq": names["executions"],
+        f"{prefix}market-data": names["executions"],
     }
 
 

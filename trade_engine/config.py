@@ -265,7 +265,7 @@ class MarketDataSettings(_Section):
     snapshot is never far behind its last diff.
     """
 
-    metrics_port: int = Field(default=9470, ge=0, le=65535)
+    metrics_port: int = Field(default=9471, ge=0, le=65535)
     snapshot_every: int = Field(default=1000, ge=1)
     snapshot_interval_s: float = Field(default=10.0, gt=0)
     depth_retention_ms: int = Field(default=24 * 3600 * 1000, ge=60_000)

@@ -197,8 +197,27 @@ def run_demo(settings: Settings, rate: float, seed: int, duration_s: float | Non
                 "--interval",
                 "5",
                 "--json",
+                # The local broker's log.dirs (ops/kafka/kafka.sh): DiskSpaceLow watches it.
+                "--disk",
+                f"kafka={settings.state_dir / 'kafka' / 'data'}",
             ],
             "lag.log",
+            settings,
+        ),
+        # Ledger vs engine every five minutes; only drift two runs agree on is exported.
+        "reconcile": _spawn(
+            [
+                "reconcile",
+                "--schema",
+                schema,
+                "--every",
+                "300",
+                "--wait",
+                "30",
+                "--metrics-port",
+                str(port + 6),
+            ],
+            "reconcile.log",
             settings,
         ),
         # Depth, candles and tickers from te.executions, for the gateway's channels.

@@ -13,6 +13,13 @@ from typing import Any
 
 DASHBOARDS_DIR = Path(__file__).resolve().parent / "dashboards"
 
+
+def _quantile(q: float, histogram: str, selector: str = "") -> str:
+    """``histogram_quantile`` of a histogram over every instance, 5 m rate."""
+    braces = f"{{{selector}}}" if selector else ""
+    return f"histogram_quantile({q}, sum by (le) (rate({histogram}_bucket{braces}[5m])))"
+
+
 # (title, unit, [(legend, expr)])
 Panel = tuple[str, str, list[tuple[str, str]]]
 
@@ -119,8 +126,8 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
             ),
         ],
     ),
-    "trading": (
-        "Trade engine / Trading",
+    "trading-and-settlement": (
+        "Trade engine / Trading and settlement",
         [
             (
                 "Trades per symbol",
@@ -144,6 +151,170 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
                 "Self-trade preventions",
                 "ops",
                 [("prevented", 'sum(rate(te_matcher_executions_total{kind="STP_PREVENTED"}[5m]))')],
+            ),
+            (
+                "Order -> execution latency (oldest order of each batch)",
+                "s",
+                [
+                    ("p50", _quantile(0.5, "te_matcher_order_latency_seconds")),
+                    ("p99", _quantile(0.99, "te_matcher_order_latency_seconds")),
+                ],
+            ),
+            (
+                "Risk stage: commands by result",
+                "ops",
+                [("{{cmd}} {{result}}", "sum by (cmd, result) (rate(te_risk_commands_total[1m]))")],
+            ),
+            (
+                "Risk stage: hold latency",
+                "s",
+                [("p99", _quantile(0.99, "te_risk_reserve_seconds"))],
+            ),
+            (
+                "Settlement: wallet operations",
+                "ops",
+                [
+                    (
+                        "{{operation}} {{result}}",
+                        "sum by (operation, result) (rate(te_settlement_operations_total[1m]))",
+                    )
+                ],
+            ),
+            (
+                "Settlement: batch latency",
+                "s",
+                [
+                    ("p50", _quantile(0.5, "te_settlement_batch_seconds")),
+                    ("p99", _quantile(0.99, "te_settlement_batch_seconds")),
+                ],
+            ),
+            (
+                "Settlement: dead letters and retries",
+                "ops",
+                [
+                    (
+                        "dead-lettered {{code}}",
+                        "sum by (code) (rate(te_settlement_dead_letters_total[5m]))",
+                    ),
+                    (
+                        "retried {{operation}}",
+                        "sum by (operation) (rate(te_settlement_wallet_retries_total[5m]))",
+                    ),
+                ],
+            ),
+            (
+                "Wallet client: call latency p99",
+                "s",
+                [
+                    (
+                        "{{operation}}",
+                        "histogram_quantile(0.99, sum by (le, operation) "
+                        "(rate(te_wallet_client_request_seconds_bucket[5m])))",
+                    )
+                ],
+            ),
+            (
+                "Wallet circuit breakers (0 closed, 1 half-open, 2 open)",
+                "none",
+                [("{{breaker}}", "max by (breaker) (te_wallet_client_circuit_state)")],
+            ),
+            (
+                "Reconcile: persistent drift",
+                "none",
+                [("{{check}}", "max by (check) (te_reconcile_drift)")],
+            ),
+        ],
+    ),
+    "database": (
+        "Trade engine / Database",
+        [
+            (
+                "Postgres sink batch latency",
+                "s",
+                [
+                    ("p50", _quantile(0.5, "te_sink_batch_seconds", 'sink="postgres"')),
+                    ("p99", _quantile(0.99, "te_sink_batch_seconds", 'sink="postgres"')),
+                ],
+            ),
+            (
+                "Rows written",
+                "rowsps",
+                [("{{table}} {{op}}", "sum by (table, op) (rate(te_sink_rows_total[1m]))")],
+            ),
+            (
+                "Messages consumed and redeliveries skipped",
+                "ops",
+                [
+                    ("{{sink}}", "sum by (sink) (rate(te_sink_messages_total[1m]))"),
+                    ("{{sink}} duplicates", "sum by (sink) (rate(te_sink_duplicates_total[5m]))"),
+                ],
+            ),
+            (
+                "Sink position behind te.executions (messages)",
+                "none",
+                [
+                    (
+                        "{{consumergroup}}",
+                        "sum by (consumergroup) "
+                        '(kafka_consumergroup_lag{consumergroup=~".*sink.*"})',
+                    )
+                ],
+            ),
+            (
+                "Rows in DEFAULT partitions (should be 0)",
+                "none",
+                [("{{table}}", "max by (table) (te_sink_default_partition_rows)")],
+            ),
+            (
+                "Partition maintenance: failures and age of last success",
+                "s",
+                [
+                    (
+                        "since last success",
+                        "time() - max("
+                        "te_sink_partition_maintenance_last_success_timestamp_seconds)",
+                    ),
+                    (
+                        "failures (1h)",
+                        "sum(increase(te_sink_partition_maintenance_failures_total[1h]))",
+                    ),
+                ],
+            ),
+            (
+                "Wallet service: requests",
+                "ops",
+                [
+                    (
+                        "{{route}} {{status}}",
+                        "sum by (route, status) (rate(te_wallet_http_requests_total[1m]))",
+                    )
+                ],
+            ),
+            (
+                "Wallet service: latency p99 (ledger transactions)",
+                "s",
+                [
+                    (
+                        "{{route}}",
+                        "histogram_quantile(0.99, sum by (le, route) "
+                        "(rate(te_wallet_http_request_seconds_bucket[5m])))",
+                    )
+                ],
+            ),
+            (
+                "Database unavailable (wallet answers 503)",
+                "ops",
+                [("503", 'sum(rate(te_wallet_http_requests_total{status="503"}[5m]))')],
+            ),
+            (
+                "Disk free",
+                "percentunit",
+                [
+                    (
+                        "{{job}} {{volume}}",
+                        "min by (job, volume) (te_disk_free_bytes / te_disk_size_bytes)",
+                    )
+                ],
             ),
         ],
     ),

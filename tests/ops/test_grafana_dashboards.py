@@ -32,7 +32,14 @@ def test_dashboards_are_valid_grafana_json() -> None:
         assert len(ids) == len(set(ids)), f"{path.name}: duplicate panel ids"
         for panel in board["panels"]:
             assert panel["targets"], f"{path.name}: panel {panel['title']!r} has no query"
-    assert len(uids) >= 3
+    # The four boards operations asks for: system health, pipeline and lag,
+    # trading and settlement, database.
+    assert uids == {
+        "trade-engine-system-health",
+        "trade-engine-pipeline-and-lag",
+        "trade-engine-trading-and-settlement",
+        "trade-engine-database",
+    }
 
 
 def test_every_panel_expression_compiles(tmp_path: Path) -> None:

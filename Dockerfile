@@ -25,6 +25,7 @@ USER engine
 WORKDIR /home/engine
 ENV TE_STATE_DIR=/home/engine/state
 VOLUME ["/home/engine/state"]
-EXPOSE 9464
+# Metrics and /health: 9464-9470 (one port per worker), the wallet service on 8081.
+EXPOSE 9464-9470 8081
 ENTRYPOINT ["trade-engine"]
 CMD ["--help"]

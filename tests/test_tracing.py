@@ -72,6 +72,19 @@ def test_a_bare_trace_id_header_still_joins_the_trace(spans: InMemorySpanExporte
     assert _trace_id(span) == trace_id
 
 
+def test_bare_trace_ids_are_sampled_like_the_ratio_sampler() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use(provider, sample_ratio=0.0)
+    try:
+        with tracing.span("x", parent_headers=[("trace_id", uuid.uuid4().hex.encode())]) as s:
+            assert not s.is_recording()
+    finally:
+        tracing.use(None)
+    assert exporter.get_finished_spans() == ()
+
+
 @pytest.mark.parametrize(
     "headers",
     [

@@ -59,6 +59,8 @@ class _State:
 
     provider: TracerProvider | None = None
     tracer: Tracer = _NOOP
+    # Traces sampled among those that arrive with a bare trace id (no traceparent).
+    sample_ratio: float = 1.0
 
 
 _state = _State()
@@ -94,16 +96,17 @@ def configure(settings: Settings, service: str) -> bool:
     )
     endpoint = config.otlp_endpoint.rstrip("/") + "/v1/traces"
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
-    use(provider)
+    use(provider, config.sample_ratio)
     log.info("tracing enabled", extra={"endpoint": endpoint, "service": service})
     return True
 
 
-def use(provider: TracerProvider | None) -> None:
+def use(provider: TracerProvider | None, sample_ratio: float = 1.0) -> None:
     """Install ``provider`` (None: back to the no-op tracer). Tests pass one with an
     in-memory exporter; the previous provider is shut down (its spans flushed)."""
     previous = _state.provider
     _state.provider = provider
+    _state.sample_ratio = sample_ratio
     _state.tracer = provider.get_tracer("trade_engine") if provider is not None else _NOOP
     if previous is not None and previous is not provider:
         previous.shutdown()
@@ -148,8 +151,12 @@ def extract(headers: Any) -> Context | None:
         return None
     # No span id travels with a bare trace id: a fixed, valid one derived from it
     # keeps every stage's spans in the order's trace.
-    span_id = (trace_id & 0xFFFF_FFFF_FFFF_FFFF) or 1
-    parent = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    low = trace_id & 0xFFFF_FFFF_FFFF_FFFF
+    span_id = low or 1
+    # The same decision TraceIdRatioBased makes, so every stage samples the same orders.
+    sampled = low < round(_state.sample_ratio * (1 << 64))
+    flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+    parent = SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags)
     return trace.set_span_in_context(NonRecordingSpan(parent))
 
 

@@ -7,10 +7,11 @@ with no ASGI server to add. Per request:
 1. ``_errors`` (middleware): every failure becomes ``{"error", "code",
    "details"}`` with a stable code; an unexpected exception is a logged 500 with
    no trace in the body; request counts and latencies by route pattern.
-2. ``_guarded`` (per route, from the table in ``routes``): verify the bearer
-   token, then charge the rate limits (client IP always, user once known) in
-   one call, then refuse: 429 first (a flood of bad tokens is limited by IP),
-   then 401. Rate headers go on every limited response.
+2. ``_guarded`` (per route, from the table in ``routes``, market-data and
+   WebSocket routes included): verify the bearer token, then charge the rate
+   limits (client IP always, user once known) in one call, then refuse: 429
+   first (a flood of bad tokens is limited by IP), then 401. Rate headers go on
+   every limited response (not on a WebSocket's 101).
 3. The handler.
 """
 
@@ -46,6 +47,7 @@ from trade_engine.connectors.gateway.ratelimit import (
 )
 from trade_engine.connectors.gateway.routes import ROUTES, RouteSpec
 from trade_engine.connectors.gateway.store import LocalOrderStore, OrderStore, RedisOrderStore
+from trade_engine.connectors.gateway.websocket import setup_market_data
 from trade_engine.connectors.wallet.client import WalletClient
 from trade_engine.tables.symbols import rules_for
 
@@ -65,15 +67,26 @@ def create_app(
     *,
     limiter: RateLimiter | None = None,
     store: OrderStore | None = None,
+    market_data: bool = True,
 ) -> web.Application:
     """The gateway. Kafka, PostgreSQL, the wallet client and, when ``gateway.redis_url`` is
-    set, Redis are connected when the app starts (``limiter``/``store`` override them)."""
+    set, Redis are connected when the app starts (``limiter``/``store`` override them).
+
+    ``market_data``: the execution feed (``?wait=true``, the private ``orders`` channel)
+    and the market-data followers, which read the executions and ``te.md.*`` topics from
+    startup on. Off only for tests of the REST half alone: its routes then answer 503
+    ``MARKET_DATA_UNAVAILABLE`` and ``?wait=true`` 501 ``WAIT_NOT_AVAILABLE``.
+    """
     app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
     app[AUTHENTICATOR] = JwtAuthenticator(settings.gateway.auth)
     app.cleanup_ctx.append(_resources(limiter, store))
+    if market_data:
+        # After _resources in cleanup_ctx: the followers start once the producer and
+        # pool exist and stop before them. The route table registers their routes.
+        setup_market_data(app, routes=False)
     for spec in ROUTES:
-        app.router.add_route(spec.method, spec.path, _guarded(spec))
+        app.router.add_route(spec.method, spec.registered_path, _guarded(spec))
     document = build_openapi(ROUTES)
 
     async def openapi(request: web.Request) -> web.StreamResponse:
@@ -164,7 +177,8 @@ def _guarded(spec: RouteSpec) -> Callable[[web.Request], Awaitable[web.StreamRes
             refused.headers = {**rate_headers, "WWW-Authenticate": 'Bearer error="invalid_token"'}
             raise refused
         response = await spec.handler(request, principal)
-        response.headers.update(rate_headers)
+        if not response.prepared:  # a WebSocket has sent its headers (101) by now
+            response.headers.update(rate_headers)
         return response
 
     return handle

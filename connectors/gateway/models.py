@@ -228,3 +228,78 @@ class SymbolAdminRequest(_Body):
 class HealthResponse(_Body):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+# --- market data -------------------------------------------------------------------------
+
+# The symbol in a market-data path: BTC-USDT or BTC_USDT (a slash would need escaping).
+SYMBOL_PATH_PATTERN = r"^[A-Za-z0-9]{1,16}[-_][A-Za-z0-9]{1,16}$"
+
+
+class _Published(BaseModel):
+    """A record as the market-data agent publishes it: later schema versions may add fields."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class DepthQuery(_Body):
+    limit: int = Field(default=1000, ge=1, le=5000, description="Price levels per side.")
+
+
+class CandlesQuery(_Body):
+    limit: int = Field(default=500, ge=1, le=1440, description="The most recent candles.")
+
+
+class DepthSnapshot(_Published):
+    """The gateway's book: apply stream diffs whose ``u`` is above ``lastUpdateId``."""
+
+    symbol: str
+    lastUpdateId: int  # noqa: N815 (the wire name clients already follow)
+    bids: list[tuple[str, str]] = Field(description="[price, quantity], best first")
+    asks: list[tuple[str, str]] = Field(description="[price, quantity], best first")
+
+
+class Candle(_Published):
+    symbol: str
+    interval: Literal["1m"]
+    open_time: str
+    close_time: str
+    open: str
+    high: str
+    low: str
+    close: str
+    volume: str
+    quote_volume: str
+    trades: int
+    first_seq: int
+    last_seq: int
+    closed: bool
+
+
+class CandleList(_Body):
+    symbol: str
+    interval: Literal["1m"]
+    candles: list[Candle] = Field(description="Oldest first; the last may still be open.")
+
+
+class Ticker(_Published):
+    """Rolling 24 hours, updated with every trade."""
+
+    symbol: str
+    window: Literal["24h"]
+    open_time: str
+    close_time: str
+    open: str
+    high: str
+    low: str
+    last: str
+    price_change: str
+    price_change_percent: str
+    weighted_avg_price: str
+    volume: str
+    quote_volume: str
+    trades: int
+    best_bid: str | None = None
+    best_bid_qty: str | None = None
+    best_ask: str | None = None
+    best_ask_qty: str | None = None

@@ -22,16 +22,22 @@ if TYPE_CHECKING:
 
 DEFAULT_FILE = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 _REF = "#/components/schemas/{model}"
+_OK_TEXT = {
+    101: "Switching Protocols: the WebSocket is open",
+    200: "OK",
+    201: "Created: durable in Kafka",
+    202: "Accepted",
+}
 _ERROR_TEXT = {
     400: "Invalid input (nothing was sent to the engine)",
     401: "Missing or unacceptable bearer token",
     403: "The token lacks the required scope",
-    404: "No such order for this user",
+    404: "Not found (another user's order is a 404 too)",
     409: "Conflicts with the order's state or an earlier request",
     422: "Valid, but refused by an account limit",
     429: "Rate limited: see Retry-After",
     501: "Not available on this gateway",
-    503: "A dependency (Kafka, PostgreSQL, wallet) is unavailable; retry later",
+    503: "A dependency (Kafka, PostgreSQL, wallet, market data) is unavailable; retry later",
 }
 _RATE_HEADERS = {
     name: {"description": text, "schema": {"type": "integer"}}
@@ -107,14 +113,12 @@ def build_openapi(routes: Sequence[RouteSpec]) -> dict[str, Any]:
             }
         operation["security"] = [{"bearerAuth": []}] if spec.auth else []
         responses: dict[str, Any] = {}
-        ok: dict[str, Any] = {"description": "OK" if spec.status == 200 else "Accepted"}
-        if spec.status == 201:
-            ok["description"] = "Created: durable in Kafka"
+        ok: dict[str, Any] = {"description": _OK_TEXT[spec.status]}
         if spec.response is not None:
             ok["content"] = {"application/json": {"schema": components.ref(spec.response)}}
         elif spec.extra.get("content_type"):
             ok["content"] = {spec.extra["content_type"]: {"schema": {"type": "string"}}}
-        if spec.rate_limited:
+        if spec.rate_limited and spec.status != 101:  # a 101's headers are sent by then
             ok["headers"] = _RATE_HEADERS
         responses[str(spec.status)] = ok
         for status in sorted(spec.errors):
@@ -152,7 +156,8 @@ def build_openapi(routes: Sequence[RouteSpec]) -> dict[str, Any]:
         "info": {
             "title": "Trade engine gateway",
             "version": "1.0.0",
-            "description": "Order entry and account queries of the trade engine. Errors are "
+            "description": "Order entry, account queries and market data of the trade engine. "
+            "Errors are "
             '`{"error", "code", "details"}` with stable codes (docs/api.md).',
         },
         "paths": paths,

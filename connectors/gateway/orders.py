@@ -34,7 +34,12 @@ from trade_engine.connectors.gateway.common import (
     respond,
     symbol_rules,
 )
-from trade_engine.connectors.gateway.context import EXECUTION_FEED, SETTINGS, Principal
+from trade_engine.connectors.gateway.context import (
+    EXECUTION_FEED,
+    SETTINGS,
+    ExecutionFeed,
+    Principal,
+)
 from trade_engine.connectors.gateway.exceptions import (
     BadRequestError,
     ConflictError,
@@ -376,23 +381,35 @@ def row_response(row: Order, record: OrderRecord | None = None) -> dict[str, Any
     return response.model_dump(mode="json")
 
 
-async def _find(res: Resources, order_id: str, user: str) -> tuple[dict[str, Any], str]:
-    """The caller's order as a response and its symbol, or 404 (also for others' orders)."""
+async def _find(
+    res: Resources, order_id: str, user: str, feed: ExecutionFeed | None
+) -> tuple[dict[str, Any], str]:
+    """The caller's order as a response and its symbol, or 404 (also for others' orders).
+
+    An order the history does not hold yet is answered from the gateway's record; while
+    that still says PENDING, the execution feed's remembered first answer (if it saw
+    one) gives the engine's status: a rejected order never becomes an open row, so
+    this is how a caller that did not wait learns it was REJECTED and why."""
     row = await _order_row(res, order_id, user)
     if row is not None:
         return row_response(row), row.symbol
     record = await res.store.get(order_id)
     if record is not None and record.user_id == user and record.response is not None:
-        return record.response, record.symbol
+        response = record.response
+        if response.get("status") == "PENDING" and feed is not None:
+            first = await feed.first_execution(order_id, 0.0)  # remembered only, no wait
+            if first is not None:
+                response = _apply_first(response, first)
+        return response, record.symbol
     raise NotFoundError("order not found", {"order_id": order_id}, code="ORDER_NOT_FOUND")
 
 
 async def _find_by_client_id(
-    res: Resources, client_order_id: str, user: str
+    res: Resources, client_order_id: str, user: str, feed: ExecutionFeed | None
 ) -> tuple[dict[str, Any], str]:
     record = await res.store.by_client_id(user, client_order_id)
     if record is not None and record.user_id == user:
-        return await _find(res, record.order_id, user)
+        return await _find(res, record.order_id, user, feed)
     sql = (
         f"SELECT {_ORDER_COLS} FROM {res.orders_table} "  # noqa: S608
         "WHERE client_order_id = $1 AND user_id = $2 ORDER BY created_at DESC LIMIT 1"
@@ -422,7 +439,9 @@ def parse_id(value: str, name: str) -> str:
 
 async def get_order(request: web.Request, principal: Principal | None) -> web.StreamResponse:
     res = request.app[RESOURCES]
-    response, _ = await _find(res, _path_id(request, "order_id"), _user(principal))
+    response, _ = await _find(
+        res, _path_id(request, "order_id"), _user(principal), request.app.get(EXECUTION_FEED)
+    )
     return respond(response)
 
 
@@ -431,7 +450,9 @@ async def get_order_by_client_id(
 ) -> web.StreamResponse:
     res = request.app[RESOURCES]
     coid = _path_id(request, "client_order_id")
-    response, _ = await _find_by_client_id(res, coid, _user(principal))
+    response, _ = await _find_by_client_id(
+        res, coid, _user(principal), request.app.get(EXECUTION_FEED)
+    )
     return respond(response)
 
 
@@ -515,7 +536,9 @@ def _ensure_open(response: dict[str, Any]) -> None:
 async def cancel_order(request: web.Request, principal: Principal | None) -> web.StreamResponse:
     res = request.app[RESOURCES]
     user = _user(principal)
-    response, symbol = await _find(res, _path_id(request, "order_id"), user)
+    response, symbol = await _find(
+        res, _path_id(request, "order_id"), user, request.app.get(EXECUTION_FEED)
+    )
     return await _cancel(res, response, symbol, user)
 
 
@@ -525,7 +548,7 @@ async def cancel_order_by_client_id(
     res = request.app[RESOURCES]
     user = _user(principal)
     coid = _path_id(request, "client_order_id")
-    response, symbol = await _find_by_client_id(res, coid, user)
+    response, symbol = await _find_by_client_id(res, coid, user, request.app.get(EXECUTION_FEED))
     return await _cancel(res, response, symbol, user)
 
 
@@ -553,7 +576,7 @@ async def amend_order(request: web.Request, principal: Principal | None) -> web.
         raise BadRequestError(
             "send a new quantity, a new price or both", code="VALIDATION_AMEND_NOTHING"
         )
-    response, symbol = await _find(res, order_id, user)
+    response, symbol = await _find(res, order_id, user, request.app.get(EXECUTION_FEED))
     _ensure_open(response)
     rules = symbol_rules(res, symbol)
     try:

@@ -10,13 +10,19 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from trade_engine.connectors.gateway import account, orders, public
+from trade_engine.connectors.gateway import account, orders, public, websocket
 from trade_engine.connectors.gateway.context import Principal
+from trade_engine.connectors.gateway.exceptions import BadRequestError, UnavailableError
 from trade_engine.connectors.gateway.models import (
     ID_PATTERN,
+    SYMBOL_PATH_PATTERN,
     AmendOrderRequest,
     BalancesResponse,
+    CandleList,
+    CandlesQuery,
     CommandResponse,
+    DepthQuery,
+    DepthSnapshot,
     HealthResponse,
     HistoryQuery,
     MassCancelQuery,
@@ -27,6 +33,7 @@ from trade_engine.connectors.gateway.models import (
     SymbolAdminRequest,
     SymbolList,
     SymbolQuery,
+    Ticker,
     TradePage,
 )
 
@@ -54,10 +61,43 @@ class RouteSpec:
     path_params: dict[str, str] = field(default_factory=dict)
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    router_path: str = ""  # aiohttp's form when it differs (a regex on a path parameter)
+
+    @property
+    def registered_path(self) -> str:
+        return self.router_path or self.path
 
 
 _ORDER_ID = {"order_id": ID_PATTERN}
 _CLIENT_ID = {"client_order_id": ID_PATTERN}
+_SYMBOL = {"symbol": SYMBOL_PATH_PATTERN}
+_MARKET_DATA = "Market data (docs/market-data.md)"
+
+
+def _market_data(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> Handler:
+    """A handler of the market-data half, which needs ``setup_market_data`` on the app
+    (``create_app(..., market_data=False)`` leaves it out: a 503, never a 500)."""
+
+    async def handle(request: web.Request, principal: Principal | None) -> web.StreamResponse:
+        if websocket.MARKET not in request.app:
+            raise UnavailableError(
+                "market data is not running on this gateway", code="MARKET_DATA_UNAVAILABLE"
+            )
+        return await handler(request)
+
+    return handle
+
+
+async def _websocket(request: web.Request) -> web.StreamResponse:
+    if not web.WebSocketResponse().can_prepare(request).ok:
+        raise BadRequestError(
+            "this endpoint is a WebSocket: send GET with Upgrade: websocket",
+            code="WS_UPGRADE_REQUIRED",
+        )
+    return await websocket.websocket(request)
+
 
 # Fixed paths before parameterised ones: aiohttp resolves in registration order.
 ROUTES: tuple[RouteSpec, ...] = (
@@ -198,6 +238,64 @@ ROUTES: tuple[RouteSpec, ...] = (
         query=SymbolQuery,
         response=SymbolList,
         errors=(400, 429),
+    ),
+    RouteSpec(
+        "GET",
+        f"{API}/depth/{{symbol}}",
+        _market_data(websocket.depth_snapshot),
+        "getDepth",
+        "Order book snapshot of a symbol, with the lastUpdateId that depth diffs follow",
+        "market",
+        auth=False,
+        query=DepthQuery,
+        response=DepthSnapshot,
+        errors=(400, 429, 503),
+        path_params=_SYMBOL,
+        router_path=f"{API}/depth/{websocket.SYMBOL_PARAM}",
+        description=f"`BTC-USDT` or `BTC_USDT`. 503 `MARKET_DATA_NOT_READY` until the "
+        f"gateway's book is synced. {_MARKET_DATA} describes keeping a local book.",
+    ),
+    RouteSpec(
+        "GET",
+        f"{API}/candles/{{symbol}}",
+        _market_data(websocket.candles),
+        "getCandles",
+        "The latest one-minute candles of a symbol",
+        "market",
+        auth=False,
+        query=CandlesQuery,
+        response=CandleList,
+        errors=(400, 429, 503),
+        path_params=_SYMBOL,
+        router_path=f"{API}/candles/{websocket.SYMBOL_PARAM}",
+    ),
+    RouteSpec(
+        "GET",
+        f"{API}/ticker/{{symbol}}",
+        _market_data(websocket.ticker),
+        "getTicker",
+        "Rolling 24-hour ticker of a symbol",
+        "market",
+        auth=False,
+        response=Ticker,
+        errors=(400, 404, 429, 503),
+        path_params=_SYMBOL,
+        router_path=f"{API}/ticker/{websocket.SYMBOL_PARAM}",
+        description="404 `NOT_FOUND` until the symbol has traded.",
+    ),
+    RouteSpec(
+        "GET",
+        f"{API}/ws",
+        _market_data(_websocket),
+        "websocket",
+        "WebSocket: public trades/depth/candles/ticker channels, private orders channel",
+        "market",
+        auth=False,
+        status=101,
+        errors=(400, 429, 503),
+        description="A GET with `Upgrade: websocket`. Public channels need no token; the "
+        "private `orders` channel needs an `auth` message with a bearer JWT. "
+        f"{_MARKET_DATA} describes the messages, heartbeats and the depth resync procedure.",
     ),
     RouteSpec(
         "POST",

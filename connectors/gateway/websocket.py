@@ -54,6 +54,8 @@ CLOSE_PROTOCOL = 4002
 CANDLES_KEPT = 1440
 RECENT_FIRST = 20_000  # first answers kept for REST callers that ask after they arrived
 PUBLIC_KINDS = ("trades", "depth", "candles", "ticker")
+# aiohttp's pattern of the symbol in market-data paths: BTC-USDT, BTC_USDT or BTC/USDT.
+SYMBOL_PARAM = "{symbol:[A-Za-z0-9]{1,16}[-_/][A-Za-z0-9]{1,16}}"
 
 CONNECTIONS = Gauge("te_gateway_ws_connections", "Open WebSocket connections")
 SENT = Counter("te_gateway_ws_messages_total", "Messages queued to WebSocket clients", ["channel"])
@@ -649,11 +651,14 @@ def _channel(app: web.Application, client: Client, name: str) -> str:
 # ----------------------------------------------------------------------- wiring
 
 
-def setup_market_data(app: web.Application) -> None:
-    """Register the WebSocket, the market-data REST routes and the execution feed on ``app``.
+def setup_market_data(app: web.Application, *, routes: bool = True) -> None:
+    """Register the execution feed and, with ``routes``, the WebSocket and the market-data
+    REST routes on ``app``.
 
     Needs ``app[SETTINGS]`` and ``app[AUTHENTICATOR]``; the Kafka followers start
-    with the app and stop with it.
+    with the app and stop with it. The gateway's ``create_app`` passes ``routes=False``:
+    its route table registers the same handlers behind its rate limits and documents
+    them in the OpenAPI document.
     """
     settings = app[SETTINGS]
     hub = Hub()
@@ -662,11 +667,11 @@ def setup_market_data(app: web.Application) -> None:
     app[HUB] = hub
     app[MARKET] = market
     app[EXECUTION_FEED] = executions
-    app.router.add_get(f"{API}/ws", websocket)
-    symbol = "{symbol:[A-Za-z0-9]{1,16}[-_/][A-Za-z0-9]{1,16}}"
-    app.router.add_get(f"{API}/depth/{symbol}", depth_snapshot)
-    app.router.add_get(f"{API}/candles/{symbol}", candles)
-    app.router.add_get(f"{API}/ticker/{symbol}", ticker)
+    if routes:
+        app.router.add_get(f"{API}/ws", websocket)
+        app.router.add_get(f"{API}/depth/{SYMBOL_PARAM}", depth_snapshot)
+        app.router.add_get(f"{API}/candles/{SYMBOL_PARAM}", candles)
+        app.router.add_get(f"{API}/ticker/{SYMBOL_PARAM}", ticker)
 
     async def followers(app: web.Application) -> AsyncIterator[None]:
         await executions.start()

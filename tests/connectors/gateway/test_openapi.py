@@ -31,7 +31,7 @@ from trade_engine.connectors.gateway.routes import ROUTES
 from .conftest import drop_env, gateway_settings, make_env
 
 REPO = Path(__file__).resolve().parents[3]
-_EXPECTED_5XX = {(501, "WAIT_NOT_AVAILABLE"), (503, "WALLET_UNAVAILABLE")}
+_EXPECTED_5XX = {(503, "WALLET_UNAVAILABLE"), (503, "MARKET_DATA_NOT_READY")}
 
 
 class _LegacyMany:
@@ -123,8 +123,8 @@ def test_no_server_errors_and_auth_enforced(case: Any, live_gateway: tuple[str, 
     if case.path == "/health/ready":
         assert response.status_code in (200, 503)  # 503 names the dependency that is down
     elif response.status_code >= 500:
-        # Only the documented, deliberate ones: the wait option before the execution
-        # feed runs here, and dependencies this test does not start (the wallet).
+        # Only the documented, deliberate ones, from what this test does not start: the
+        # wallet, and the market-data agent (no depth is published, so none is synced).
         code = json.loads(response.text)["code"]
         assert (response.status_code, code) in _EXPECTED_5XX, response.text
     else:

@@ -176,13 +176,36 @@ async def test_malformed_bodies_are_400(gateway: Gateway) -> None:
     assert gateway.commands(wait_s=0.5) == []
 
 
-async def test_wait_without_execution_feed_is_501_and_nothing_produced(gateway: Gateway) -> None:
+async def test_wait_without_a_matcher_answers_pending_after_the_timeout(gateway: Gateway) -> None:
+    # The execution feed runs (create_app starts it), but no matcher answers on this
+    # prefix: the order is durable, so the answer is PENDING once the wait times out.
+    # The engine's own status with a matcher running: test_end_to_end.py.
+    started = time.perf_counter()
     resp = await gateway.client.post(
-        "/api/v1/orders?wait=true", json=LIMIT_ORDER, headers=gateway.auth("u1")
+        "/api/v1/orders?wait=true&wait_timeout_ms=300", json=LIMIT_ORDER, headers=gateway.auth("u1")
     )
-    assert resp.status == 501
-    assert (await resp.json())["code"] == "WAIT_NOT_AVAILABLE"
-    assert gateway.commands(wait_s=0.5) == []
+    assert resp.status == 201
+    assert (await resp.json())["status"] == "PENDING"
+    assert time.perf_counter() - started >= 0.3
+    assert [json.loads(m.value())["cmd"] for m in gateway.commands()] == ["place"]
+
+
+async def test_wait_without_market_data_is_501_and_nothing_produced(
+    gateway_env: Callable[..., tuple[str, str]],
+) -> None:
+    settings = gateway_settings(*gateway_env())
+    server = TestServer(create_app(settings, market_data=False))
+    await server.start_server(**RUNNER_ARGS)
+    async with TestClient(server) as client:
+        headers = {"Authorization": "Bearer " + mint_token(settings.gateway.auth, "u1")}
+        resp = await client.post("/api/v1/orders?wait=true", json=LIMIT_ORDER, headers=headers)
+        assert resp.status == 501
+        assert (await resp.json())["code"] == "WAIT_NOT_AVAILABLE"
+        depth = await client.get("/api/v1/depth/BTC-USDT")
+        assert depth.status == 503
+        assert (await depth.json())["code"] == "MARKET_DATA_UNAVAILABLE"
+        gw = Gateway(settings, client, "")
+        assert gw.commands(wait_s=0.5) == []
 
 
 async def test_amend_mass_cancel_and_admin(gateway: Gateway) -> None:

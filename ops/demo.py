@@ -273,7 +273,11 @@ def _print_gateway_help(settings: Settings) -> None:
         f'  curl -s -X POST {base}/api/v1/orders -H "Authorization: Bearer $TOKEN" '
         "-H 'Content-Type: application/json' "
         """-d '{"symbol":"BTC/USDT","side":"BUY","type":"LIMIT","""
-        """"quantity":"0.01","price":"50000.00"}'"""
+        """"quantity":"0.01","price":"50000.00"}'\n"""
+        "Watch the market (docs/market-data.md):\n"
+        f"  curl -s {base}/api/v1/depth/BTC-USDT?limit=10\n"
+        f"  WebSocket {base.replace('http', 'ws', 1)}/api/v1/ws, then "
+        """{"op":"subscribe","channels":["trades.BTC/USDT","depth.BTC/USDT"]}"""
     )
 
 

@@ -48,6 +48,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from trade_engine import metrics
 from trade_engine.config import Settings
+from trade_engine.health import Flag
 from trade_engine.streams.records import ConsumedRecord, is_partition_eof
 from trade_engine.tables.market_data import MarketDataBuilder, MarketDataError, Output
 from trade_engine.tables.market_data.builder import PartitionMarketData
@@ -119,6 +120,8 @@ class MarketDataWorker:
         self._startup_snapshots: set[int] = set()
         self._last_snapshot_check = time.monotonic()
         self._running = True
+        # Ready once the group assigned partitions and their books were rebuilt.
+        self.group_joined = Flag("no partitions assigned and rebuilt yet")
         kafka = settings.kafka.librdkafka()
         self.consumer = Consumer(
             {
@@ -216,6 +219,7 @@ class MarketDataWorker:
             self._startup_snapshots.add(tp.partition)
             tp.offset = end if end > 0 else OFFSET_BEGINNING
         consumer.assign(committed)
+        self.group_joined.set(detail=f"{len(committed)} partition(s) rebuilt and assigned")
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._txn is not None:
@@ -225,6 +229,7 @@ class MarketDataWorker:
             self._startup_snapshots.discard(tp.partition)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.group_joined.clear("partitions lost; rejoining the group")
         for tp in partitions:
             self.parts.pop(tp.partition, None)
             self._startup_snapshots.discard(tp.partition)

@@ -12,6 +12,7 @@ from trade_engine.config import Settings
 def _cmd_market_data_run(args: argparse.Namespace, settings: Settings) -> int:
     from trade_engine import logs, metrics
     from trade_engine.agents.market_data import MarketDataWorker
+    from trade_engine.health import Health, kafka_check
     from trade_engine.ops.preflight import check_kafka
     from trade_engine.streams.topics import create_topics
 
@@ -19,8 +20,16 @@ def _cmd_market_data_run(args: argparse.Namespace, settings: Settings) -> int:
     check_kafka(settings)  # an unreachable broker is a named config error, not a traceback
     create_topics(settings)
     port = args.metrics_port
-    metrics.serve(port if port is not None else settings.market_data.metrics_port)
     worker = MarketDataWorker(settings, args.worker_id, batch_size=args.batch_size)
+    health = Health(
+        {"kafka": kafka_check(settings.kafka.librdkafka()), "group": worker.group_joined}
+    )
+    metrics.serve(
+        port if port is not None else settings.market_data.metrics_port,
+        health,
+        addr=settings.metrics_host,
+        state_dir=settings.state_dir,
+    )
     worker.install_signal_handlers()
     worker.run(max_idle_s=args.exit_when_idle)
     return 0

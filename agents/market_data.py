@@ -122,6 +122,7 @@ class MarketDataWorker:
         self._running = True
         # Ready once the group assigned partitions and their books were rebuilt.
         self.group_joined = Flag("no partitions assigned and rebuilt yet")
+        self._assigned_at = 0.0  # monotonic time the last assignment was rebuilt
         kafka = settings.kafka.librdkafka()
         self.consumer = Consumer(
             {
@@ -187,6 +188,9 @@ class MarketDataWorker:
                     self._idle_snapshots()
                     msg = self.consumer.poll(self.idle_wait_s)
                     if msg is None:
+                        # Idle counts once partitions are ours and their state is rebuilt
+                        # (the rebuild runs inside poll() and may outlast the idle limit).
+                        idle_since = max(idle_since, self._assigned_at)
                         if not self.consumer.assignment():
                             idle_since = time.monotonic()
                         elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
@@ -220,6 +224,7 @@ class MarketDataWorker:
             tp.offset = end if end > 0 else OFFSET_BEGINNING
         consumer.assign(committed)
         self.group_joined.set(detail=f"{len(committed)} partition(s) rebuilt and assigned")
+        self._assigned_at = time.monotonic()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._txn is not None:

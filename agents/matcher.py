@@ -144,6 +144,7 @@ class MatcherWorker:
         # Readiness (/health/ready): facts only this loop can know.
         self.transactions_ready = Flag("producer transactions not initialised")
         self.group_joined = Flag("no partitions assigned by the group yet")
+        self._assigned_at = 0.0  # monotonic time the last assignment was restored
         # Warm standby: keep the stores of partitions owned elsewhere up to date, so a
         # takeover reads only the changelog tail (see agents/standby.py).
         self.standby = (
@@ -226,9 +227,10 @@ class MatcherWorker:
                         self.standby.poll(max_records=5000)  # idle: follow the others
                     msg = consumer.poll(self.batch_timeout_s)
                     if msg is None:
+                        # Idle only counts once partitions are ours and restored: joining
+                        # the group, or restoring inside poll(), can outlast the idle limit.
+                        idle_since = max(idle_since, self._assigned_at)
                         if not consumer.assignment():
-                            # Idle only counts once partitions are ours: joining the
-                            # group can take longer than the idle limit on a busy broker.
                             idle_since = time.monotonic()
                         elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
                             break
@@ -281,6 +283,7 @@ class MatcherWorker:
         metrics.ASSIGNED_PARTITIONS.set(len(self.books))
         consumer.assign(partitions)
         self.group_joined.set(detail=f"{len(partitions)} partition(s) assigned")
+        self._assigned_at = time.monotonic()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Still the owner (the revoke comes before the rejoin): commit what is open.

@@ -253,15 +253,23 @@ def run_demo(settings: Settings, rate: float, seed: int, duration_s: float | Non
     try:
         return _monitor(settings, children, duration_s)
     finally:
-        for proc in children.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in children.values():
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        # The wallet goes last: settlement and risk finish their batch against it
+        # instead of retrying a stopped service until they are killed.
+        workers = [p for name, p in children.items() if name != "wallet"]
+        _stop(workers)
+        _stop([wallet])
         print("stopped")
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def _print_gateway_help(settings: Settings) -> None:

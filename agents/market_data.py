@@ -49,7 +49,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from trade_engine import metrics
 from trade_engine.config import Settings
 from trade_engine.health import Flag
-from trade_engine.streams.records import ConsumedRecord, is_partition_eof
+from trade_engine.streams.records import ConsumedRecord, IdleClock, is_partition_eof
 from trade_engine.tables.market_data import MarketDataBuilder, MarketDataError, Output
 from trade_engine.tables.market_data.builder import PartitionMarketData
 from trade_engine.tables.symbols import rules_for
@@ -122,7 +122,7 @@ class MarketDataWorker:
         self._running = True
         # Ready once the group assigned partitions and their books were rebuilt.
         self.group_joined = Flag("no partitions assigned and rebuilt yet")
-        self._assigned_at = 0.0  # monotonic time the last assignment was rebuilt
+        self._idle = IdleClock()
         kafka = settings.kafka.librdkafka()
         self.consumer = Consumer(
             {
@@ -175,7 +175,7 @@ class MarketDataWorker:
             on_lost=self._on_lost,
         )
         log.info("market data started", extra={"group": self.group_id})
-        idle_since = time.monotonic()
+        idle = self._idle = IdleClock(max_idle_s)
         try:
             while self._running:
                 messages = self.consumer.consume(self.batch_size, 0)
@@ -188,16 +188,11 @@ class MarketDataWorker:
                     self._idle_snapshots()
                     msg = self.consumer.poll(self.idle_wait_s)
                     if msg is None:
-                        # Idle counts once partitions are ours and their state is rebuilt
-                        # (the rebuild runs inside poll() and may outlast the idle limit).
-                        idle_since = max(idle_since, self._assigned_at)
-                        if not self.consumer.assignment():
-                            idle_since = time.monotonic()
-                        elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                        if idle.expired(self.consumer):
                             break
                         continue
                     messages = [msg]
-                idle_since = time.monotonic()
+                idle.busy()
                 self._process(messages)
                 txn = self._txn
                 if txn is not None and (
@@ -224,7 +219,7 @@ class MarketDataWorker:
             tp.offset = end if end > 0 else OFFSET_BEGINNING
         consumer.assign(committed)
         self.group_joined.set(detail=f"{len(committed)} partition(s) rebuilt and assigned")
-        self._assigned_at = time.monotonic()
+        self._idle.busy()  # the rebuild above ran inside poll(): not idle time
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._txn is not None:

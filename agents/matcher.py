@@ -63,7 +63,7 @@ from trade_engine.agents.matching_stage import (
 from trade_engine.agents.standby import StandbyReplicator
 from trade_engine.config import Settings
 from trade_engine.health import Flag
-from trade_engine.streams.records import ConsumedRecord, is_partition_eof
+from trade_engine.streams.records import ConsumedRecord, IdleClock, is_partition_eof
 from trade_engine.tables.durable import Changes, PartitionBooks
 from trade_engine.tables.matching.rules import SymbolRules
 from trade_engine.tables.store import LocalStore
@@ -144,7 +144,7 @@ class MatcherWorker:
         # Readiness (/health/ready): facts only this loop can know.
         self.transactions_ready = Flag("producer transactions not initialised")
         self.group_joined = Flag("no partitions assigned by the group yet")
-        self._assigned_at = 0.0  # monotonic time the last assignment was restored
+        self._idle = IdleClock()
         # Warm standby: keep the stores of partitions owned elsewhere up to date, so a
         # takeover reads only the changelog tail (see agents/standby.py).
         self.standby = (
@@ -214,7 +214,7 @@ class MatcherWorker:
             self.standby.follow(set(range(self.settings.topics.partitions)))
         log.info("matcher started", extra={"worker": self.worker_id, "group": self.group_id})
         consumer = self.consumer
-        idle_since = time.monotonic()
+        idle = self._idle = IdleClock(max_idle_s)
         try:
             while self._running:
                 # What is already fetched, without waiting.
@@ -227,16 +227,11 @@ class MatcherWorker:
                         self.standby.poll(max_records=5000)  # idle: follow the others
                     msg = consumer.poll(self.batch_timeout_s)
                     if msg is None:
-                        # Idle only counts once partitions are ours and restored: joining
-                        # the group, or restoring inside poll(), can outlast the idle limit.
-                        idle_since = max(idle_since, self._assigned_at)
-                        if not consumer.assignment():
-                            idle_since = time.monotonic()
-                        elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                        if idle.expired(consumer):
                             break
                         continue
                     messages = [msg]
-                idle_since = time.monotonic()
+                idle.busy()
                 self._process_batch(messages)
                 txn = self._txn
                 if txn is not None and (
@@ -283,7 +278,7 @@ class MatcherWorker:
         metrics.ASSIGNED_PARTITIONS.set(len(self.books))
         consumer.assign(partitions)
         self.group_joined.set(detail=f"{len(partitions)} partition(s) assigned")
-        self._assigned_at = time.monotonic()
+        self._idle.busy()  # the restore above ran inside poll(): not idle time
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Still the owner (the revoke comes before the rejoin): commit what is open.

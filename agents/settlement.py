@@ -70,7 +70,7 @@ from trade_engine.connectors.wallet.models import (
     SettleTradeRequest,
 )
 from trade_engine.health import Flag
-from trade_engine.streams.records import ConsumedRecord, is_partition_eof
+from trade_engine.streams.records import ConsumedRecord, IdleClock, is_partition_eof
 
 log = logging.getLogger(__name__)
 
@@ -565,7 +565,7 @@ class SettlementWorker:
             ),
             on_lost=lambda _c, _tps: self.group_joined.clear("partitions lost; rejoining"),
         )
-        idle_since = time.monotonic()
+        idle = IdleClock(max_idle_s)
         log.info("settlement agent started", extra={"stage": STAGE, "group": self.group_id})
         try:
             async with wallet_client(self.settings, STAGE) as wallet:
@@ -581,12 +581,10 @@ class SettlementWorker:
                             continue
                         records.append(ConsumedRecord.from_message(msg))
                     if not records:
-                        if not consumer.assignment():
-                            idle_since = time.monotonic()  # idle counts once partitions are ours
-                        elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                        if idle.expired(consumer):
                             break
                         continue
-                    idle_since = time.monotonic()
+                    idle.busy()
                     await self._settle_batch(consumer, producer, settler, records)
         finally:
             producer.flush(30)

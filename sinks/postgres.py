@@ -58,6 +58,7 @@ from trade_engine.sinks.kafka import (
     traced_spans,
 )
 from trade_engine.sinks.rows import ORDER_COLUMNS, TRADE_COLUMNS, BatchRows, fold, parse_time
+from trade_engine.streams.records import IdleClock
 
 log = logging.getLogger(__name__)
 
@@ -388,6 +389,7 @@ class PostgresSink:
             connect_timeout_s=settings.postgres.connect_timeout_s,
         )
         self._stopping = False
+        self._idle = IdleClock()
         self._loop: asyncio.AbstractEventLoop | None = None
         # Readiness (/health/ready): set once the group handed us partitions.
         self.group_joined = Flag("no partitions assigned by the group yet")
@@ -416,6 +418,7 @@ class PostgresSink:
         consumer.assign(partitions)
         metrics.ASSIGNED.labels("postgres").set(len(partitions))
         self.group_joined.set(detail=f"{len(partitions)} partition(s) assigned")
+        self._idle.busy()  # reading positions (retried while Postgres is down) is not idle
         log.info("partitions assigned", extra={"positions": {p: stored.get(p) for p in wanted}})
 
     async def run(self, exit_when_idle_s: float | None = None) -> SinkStats:
@@ -449,16 +452,14 @@ class PostgresSink:
         return bool(todo)
 
     async def _loop_batches(self, consumer: Consumer, exit_when_idle_s: float | None) -> None:
-        idle_since = time.monotonic()
+        idle = self._idle = IdleClock(exit_when_idle_s)
         next_maintenance = time.monotonic() + self.maintenance_interval_s
         while not self._stopping:
             messages = await consume(consumer, self.batch_size, self.poll_timeout_s)
             if messages:
                 await self._process(consumer, messages)
-                idle_since = time.monotonic()
-            elif not consumer.assignment():
-                idle_since = time.monotonic()  # idle only counts once partitions are ours
-            elif exit_when_idle_s is not None and time.monotonic() - idle_since > exit_when_idle_s:
+                idle.busy()
+            elif idle.expired(consumer):
                 return
             if self.stop_at is not None and self._reached(consumer):
                 return

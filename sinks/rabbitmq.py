@@ -42,6 +42,7 @@ from trade_engine.health import Flag
 from trade_engine.sinks import metrics
 from trade_engine.sinks.kafka import consume, consumer_conf, decode, retrying, traced_spans
 from trade_engine.streams.executions import dumps, trade_message
+from trade_engine.streams.records import IdleClock
 
 log = logging.getLogger(__name__)
 
@@ -271,19 +272,14 @@ class RabbitBridge:
             on_lost=lambda _c, _tps: self.group_joined.clear("partitions lost; rejoining"),
         )
         loop = asyncio.get_running_loop()
-        idle_since = time.monotonic()
+        idle = IdleClock(exit_when_idle_s)
         try:
             while not self._stopping:
                 messages = await consume(consumer, self.batch_size, self.poll_timeout_s)
                 if messages:
                     await self._process(consumer, messages)
-                    idle_since = time.monotonic()
-                elif not consumer.assignment():
-                    idle_since = time.monotonic()
-                elif (
-                    exit_when_idle_s is not None
-                    and time.monotonic() - idle_since > exit_when_idle_s
-                ):
+                    idle.busy()
+                elif idle.expired(consumer):
                     break
         finally:
             await loop.run_in_executor(None, consumer.close)

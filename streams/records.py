@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from trade_engine.streams.codec import Headers
 
@@ -43,3 +44,28 @@ class ConsumedRecord:
 def is_partition_eof(msg: Message) -> bool:
     error = msg.error()
     return error is not None and error.code() == KafkaError._PARTITION_EOF
+
+
+class IdleClock:
+    """When a consumer loop has been idle for ``limit_s`` (``--exit-when-idle``).
+
+    Idle time counts only while the consumer owns partitions, and from the last
+    ``busy()``: records processed, or an assignment restored. Joining a group,
+    and restoring state inside ``poll()`` (the rebalance callback), can each
+    outlast the limit on a loaded machine; counting them made workers exit
+    before consuming anything. ``limit_s`` None: never idle.
+    """
+
+    def __init__(self, limit_s: float | None = None) -> None:
+        self.limit_s = limit_s
+        self._since = time.monotonic()
+
+    def busy(self) -> None:
+        self._since = time.monotonic()
+
+    def expired(self, consumer: Consumer) -> bool:
+        """Call when a poll found nothing."""
+        if not consumer.assignment():
+            self.busy()
+            return False
+        return self.limit_s is not None and time.monotonic() - self._since > self.limit_s

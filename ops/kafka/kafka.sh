@@ -10,6 +10,8 @@ LIBS_DIR="$KAFKA_DIR/libs"
 DATA_DIR="$KAFKA_DIR/data"
 LOG_DIR="$KAFKA_DIR/logs"
 PID_FILE="$KAFKA_DIR/kafka.pid"
+# The pid of a broker once seen started: its "started" log line rolls away.
+STARTED_FILE="$KAFKA_DIR/started.pid"
 CONFIG="$KAFKA_DIR/server.properties"
 HOST="${TE_KAFKA_HOST:-127.0.0.1}"
 PORT="${TE_KAFKA_PORT:-9092}"
@@ -60,7 +62,18 @@ running() {
 }
 
 ready() {
-  tcp_open "$HOST" "$PORT" && grep -q "Kafka Server started" "$LOG_DIR/server.log" 2>/dev/null
+  tcp_open "$HOST" "$PORT" || return 1
+  # server.log rolls by size (log4j.properties), so on a long-lived broker the
+  # "started" line is gone from it; the first sighting is remembered by pid.
+  if [ -f "$STARTED_FILE" ] && [ -f "$PID_FILE" ] \
+    && [ "$(cat "$STARTED_FILE")" = "$(cat "$PID_FILE")" ]; then
+    return 0
+  fi
+  if grep -q "Kafka Server started" "$LOG_DIR"/server.log* 2>/dev/null; then
+    if [ -f "$PID_FILE" ]; then cp "$PID_FILE" "$STARTED_FILE"; fi
+    return 0
+  fi
+  return 1
 }
 
 up() {
@@ -76,7 +89,8 @@ up() {
   fetch_jars
   render_config
   format_storage
-  : >"$LOG_DIR/server.log"
+  # Only this start's log may say "started" (rolled files of an earlier run would).
+  rm -f "$LOG_DIR"/server.log* "$STARTED_FILE"
   log "starting kafka $KAFKA_VERSION on $HOST:$PORT"
   # setsid: the broker outlives the shell (and the test session) that started it.
   nohup setsid java "${JAVA_ARGS[@]}" kafka.Kafka "$CONFIG" >"$LOG_DIR/stdout.log" 2>&1 </dev/null &
@@ -92,7 +106,7 @@ down() {
     for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     kill -9 "$pid" 2>/dev/null || true
   fi
-  rm -f "$PID_FILE"
+  rm -f "$PID_FILE" "$STARTED_FILE"
 }
 
 status() {

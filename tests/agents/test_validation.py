@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from trade_engine.agents.validation import check
 from trade_engine.config import load_settings
@@ -103,3 +106,107 @@ def test_stage_forwards_in_order_and_dead_letters_bad_input(tmp_path: Path) -> N
     assert header(accepted[0].headers(), "trace_id") == "trace-0"  # type: ignore[attr-defined]
     codes = sorted(header(m.headers(), "dlq.code") or "" for m in dead)  # type: ignore[attr-defined]
     assert codes == ["DECODE_INVALID", "KEY_SYMBOL_MISMATCH"]
+
+
+def _forwarded(conf: dict[str, Any], topic: str) -> int:
+    """Records on ``topic`` (its producers are not transactional: high watermarks)."""
+    consumer = Consumer({**conf, "group.id": f"t-{uuid.uuid4().hex}"})
+    try:
+        partitions = AdminClient(conf).list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        )
+    finally:
+        consumer.close()
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_stage_loses_no_command_across_kills_and_restarts_under_backlog(tmp_path: Path) -> None:
+    """At-least-once through crashes: SIGKILL mid-stream, then a graceful restart
+    with a backlog waiting (the window in which Faust's recovery resumes fetching),
+    then a last run. Every command comes out, in order per symbol; duplicates are
+    allowed (the matcher answers them as MATCHING_DUPLICATE_ORDER_ID)."""
+    prefix = f"valkill-{uuid.uuid4().hex[:8]}."
+    env = {**os.environ, "TE_TOPICS__PREFIX": prefix, "TE_STATE_DIR": str(tmp_path)}
+    settings = load_settings(topics={"prefix": prefix}, state_dir=tmp_path)
+    create_topics(settings)
+    names = settings.topic_names
+    conf = settings.kafka.librdkafka()
+    symbols = [s.symbol for s in settings.market.symbols][:3]
+    producer = Producer({**conf, "partitioner": "murmur2_random", "enable.idempotence": True})
+    sent: dict[str, list[str]] = {symbol: [] for symbol in symbols}
+
+    def produce(count: int) -> None:
+        start = sum(len(ids) for ids in sent.values())
+        for i in range(start, start + count):
+            symbol = symbols[i % len(symbols)]
+            command = _place(f"k{i}", symbol)
+            producer.produce(names["commands"], key=symbol, value=encode(command))
+            sent[symbol].append(command.order_id)
+            if i % 1000 == 0:
+                producer.poll(0)
+        assert producer.flush(30) == 0
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "trade_engine", "validation", "run", "--metrics-port", "0"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def run_until_forwarded(at_least: int, sig: signal.Signals) -> int:
+        """Run a worker until ``at_least`` records were forwarded, stop it with
+        ``sig``; return the records forwarded by then."""
+        worker = start()
+        deadline = time.monotonic() + 90
+        try:
+            while _forwarded(conf, names["accepted"]) < at_least:
+                assert worker.poll() is None, f"validation exited with {worker.returncode}"
+                assert time.monotonic() < deadline, "validation stopped forwarding"
+                time.sleep(0.05)
+        finally:
+            worker.send_signal(sig)
+            worker.wait(30)
+        return _forwarded(conf, names["accepted"])
+
+    produce(30_000)
+    after_kill = run_until_forwarded(2_000, signal.SIGKILL)  # offsets uncommitted
+    produce(5_000)  # more backlog while nothing runs
+    after_term = run_until_forwarded(after_kill + 2_000, signal.SIGTERM)
+    total = sum(len(ids) for ids in sent.values())
+    # Both stops landed mid-stream, with a backlog left for the next start.
+    assert after_kill < after_term < total, (after_kill, after_term, total)
+    worker = start()
+    try:
+        accepted = _drain_ids(conf, names["accepted"], settings.topics.partitions, total)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+    for symbol in symbols:
+        seen = list(dict.fromkeys(accepted.get(symbol, [])))  # first deliveries, in order
+        assert seen == sent[symbol], f"{symbol}: {len(set(sent[symbol]) - set(seen))} lost"
+
+
+def _drain_ids(
+    conf: dict[str, Any], topic: str, partitions: int, distinct: int
+) -> dict[str, list[str]]:
+    """Order ids per symbol, in log order, until ``distinct`` different ids were read."""
+    consumer = Consumer({**conf, "group.id": f"t-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    ids: dict[str, list[str]] = {}
+    unique: set[str] = set()
+    deadline = time.monotonic() + 120
+    try:
+        while len(unique) < distinct and time.monotonic() < deadline:
+            for msg in consumer.consume(num_messages=5_000, timeout=0.5):
+                if msg.error() is None:
+                    order_id = json.loads(msg.value() or b"{}")["order_id"]
+                    ids.setdefault((msg.key() or b"").decode(), []).append(order_id)
+                    unique.add(order_id)
+    finally:
+        consumer.close()
+    return ids

@@ -225,6 +225,34 @@ def _changelog_counts(messages: list[Message]) -> dict[str, int]:
     return latest
 
 
+RESTART_MARK = b"\n==== restart ====\n"
+
+
+def _wait_until_ready(log_path: Path, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Wait for the restarted worker's "Worker ready" (its table restored, its
+    stream partitions at their committed offsets).
+
+    Why the test waits: faust-streaming 0.15.3's table recovery resumes the stream
+    partitions *before* seeking them to their committed offsets
+    (``Recovery.on_recovery_completed``), while the fetch flow is already running
+    to read the changelog. Records already waiting on the source are fetched and
+    processed in that window, then delivered again after the seek; upstream #216
+    reports gaps from the same window (fixed there only for apps without tables),
+    and one CI run here lost an increment in it. The engine's Faust stages have no
+    tables: their recovery seeks before the flow resumes
+    (``tests/agents/test_validation.py`` kills one under a backlog), and the matcher
+    keeps its state outside Faust (docs/recovery.md).
+    """
+    deadline = time.monotonic() + timeout_s
+    while (
+        "Worker ready" not in log_path.read_text(errors="replace").split(RESTART_MARK.decode())[-1]
+    ):
+        if proc.poll() is not None:
+            pytest.fail(f"faust worker exited early with {proc.returncode}")
+        assert time.monotonic() < deadline, _log_tail(log_path)
+        time.sleep(0.2)
+
+
 @pytest.mark.broker
 @pytest.mark.slow
 @pytest.mark.parametrize("kill", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
@@ -277,17 +305,19 @@ def test_rocksdb_table_recovers_from_changelog(
         # 2. Lose the local state: it must come back from the changelog topic.
         shutil.rmtree(datadir)
 
-        # 3. More events and, behind them on every symbol's partition, a query.
-        _produce(producer, source, _events(second, start=1000))
+        # 3. Restart. Only once it is ready: more events and, behind them on
+        # every symbol's partition, a query (see _wait_until_ready for why not before).
+        log_path.write_bytes(log_path.read_bytes() + RESTART_MARK)
         query = uuid.uuid4().hex
-        _produce(
-            producer,
-            source,
-            [(s, json.dumps({"query": query}).encode()) for s in COUNTER_SYMBOLS],
-        )
-        log_path.write_bytes(log_path.read_bytes() + b"\n==== restart ====\n")
         with _faust_worker(cfg, log_path) as proc:
             try:
+                _wait_until_ready(log_path, proc, timeout_s=60)
+                _produce(producer, source, _events(second, start=1000))
+                _produce(
+                    producer,
+                    source,
+                    [(s, json.dumps({"query": query}).encode()) for s in COUNTER_SYMBOLS],
+                )
                 records = _read_until(
                     kafka_conf,
                     results,
@@ -314,9 +344,10 @@ def test_rocksdb_table_recovers_from_changelog(
     expected = {s: first[s] + second[s] for s in COUNTER_SYMBOLS}
     assert {s: state["count"] for s, state in recovered.items()} == expected
     # The restarted worker rebuilt the table from the changelog topic.
-    restart_log = log_path.read_text(errors="replace").split("==== restart ====")[1]
+    restart_log = log_path.read_text(errors="replace").split(RESTART_MARK.decode())[1]
     assert "Restoring state from changelog topics" in restart_log, _log_tail(log_path)
-    # Redeliveries happen even after SIGTERM (Faust's commit on shutdown is not
-    # guaranteed under load: seen in CI); the counts above are exact regardless,
-    # because the app skips offsets its state already holds. This is why the
-    # engine never relies on Faust's offset commits for correctness.
+    # First-batch records are redelivered even after SIGTERM (Faust's commit on
+    # shutdown is not guaranteed under load: seen in CI), and they are the only
+    # records pending when the worker restarts; the counts above are exact
+    # regardless, because the app skips offsets its state already holds. This is
+    # why the engine never relies on Faust's offset commits for correctness.

@@ -50,6 +50,10 @@ from trade_engine import metrics
 from trade_engine.config import Settings
 from trade_engine.health import Flag
 from trade_engine.streams.records import ConsumedRecord, IdleClock, is_partition_eof
+from trade_engine.streams.transactions import (
+    exactly_once_consumer_conf,
+    transactional_producer_conf,
+)
 from trade_engine.tables.market_data import MarketDataBuilder, MarketDataError, Output
 from trade_engine.tables.market_data.builder import PartitionMarketData
 from trade_engine.tables.symbols import rules_for
@@ -123,34 +127,15 @@ class MarketDataWorker:
         # Ready once the group assigned partitions and their books were rebuilt.
         self.group_joined = Flag("no partitions assigned and rebuilt yet")
         self._idle = IdleClock()
-        kafka = settings.kafka.librdkafka()
         self.consumer = Consumer(
-            {
-                **kafka,
-                "group.id": self.group_id,
-                "group.instance.id": f"{self.group_id}-{worker_id}",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-                "partition.assignment.strategy": "range",
-                "session.timeout.ms": 6000,
-                "heartbeat.interval.ms": 1000,
-                "fetch.wait.max.ms": 10,
-            }
+            exactly_once_consumer_conf(settings, self.group_id, f"{self.group_id}-{worker_id}")
         )
         self.producer = Producer(
-            {
-                **kafka,
-                "transactional.id": f"{self.group_id}-{worker_id}",
-                "transaction.timeout.ms": 10000,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 2,
-                "compression.type": "lz4",
-                "retry.backoff.ms": 2,
-                "retry.backoff.max.ms": 20,
-                "queue.buffering.max.messages": 1_000_000,
-            }
+            transactional_producer_conf(
+                settings,
+                f"{self.group_id}-{worker_id}",
+                **{"queue.buffering.max.messages": 1_000_000},
+            )
         )
 
     # ------------------------------------------------------------ lifecycle

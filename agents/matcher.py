@@ -64,6 +64,10 @@ from trade_engine.agents.standby import StandbyReplicator
 from trade_engine.config import Settings
 from trade_engine.health import Flag
 from trade_engine.streams.records import ConsumedRecord, IdleClock, is_partition_eof
+from trade_engine.streams.transactions import (
+    exactly_once_consumer_conf,
+    transactional_producer_conf,
+)
 from trade_engine.tables.durable import Changes, PartitionBooks
 from trade_engine.tables.matching.rules import SymbolRules
 from trade_engine.tables.store import LocalStore
@@ -150,47 +154,26 @@ class MatcherWorker:
         self.standby = (
             StandbyReplicator(settings, self.topics.changelog, self.state_root) if standby else None
         )
-        kafka = settings.kafka.librdkafka()
         self.consumer = Consumer(
-            {
-                **kafka,
-                "group.id": self.group_id,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-                "partition.assignment.strategy": "range",
-                # Static membership: a worker restarted under the same id takes its
-                # partitions back at once instead of waiting out a rebalance; a
-                # worker that stays dead loses them after the session timeout.
-                "group.instance.id": worker_id,
-                "session.timeout.ms": 6000,
-                "heartbeat.interval.ms": 1000,
-                "fetch.wait.max.ms": 10,
+            exactly_once_consumer_conf(
+                settings,
+                self.group_id,
+                worker_id,
                 # Keep a full transaction's worth of records prefetched.
-                "queued.min.messages": 100_000,
-            }
+                **{"queued.min.messages": 100_000},
+            )
         )
         self.producer = Producer(
-            {
-                **kafka,
-                "transactional.id": f"{self.group_id}-{worker_id}",
-                # A killed worker's open transaction blocks readers until this expires.
-                "transaction.timeout.ms": 10000,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 2,
-                "compression.type": "lz4",
-                "partitioner": "murmur2_random",
-                # The next transaction's first requests are answered
-                # CONCURRENT_TRANSACTIONS while the broker still writes the last
-                # one's markers; retrying after the default 100 ms puts that wait
-                # straight into every record's latency.
-                "retry.backoff.ms": 2,
-                "retry.backoff.max.ms": 20,
-                # One transaction may hold max_batch records' outputs and changelog.
-                "queue.buffering.max.messages": 2_000_000,
-                "queue.buffering.max.kbytes": 2_097_151,
-            }
+            transactional_producer_conf(
+                settings,
+                f"{self.group_id}-{worker_id}",
+                **{
+                    "partitioner": "murmur2_random",
+                    # One transaction may hold max_batch records' outputs and changelog.
+                    "queue.buffering.max.messages": 2_000_000,
+                    "queue.buffering.max.kbytes": 2_097_151,
+                },
+            )
         )
 
     # --------------------------------------------------------- lifecycle

@@ -16,7 +16,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from trade_engine.agents.matcher import MatcherTopics
+from trade_engine.agents.replay import replay_partition
 from trade_engine.config import Settings, load_settings
+from trade_engine.tables.matching import Side
+from trade_engine.tables.symbols import rules_for
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICE_MARKERS = ("broker", "postgres", "rabbitmq")
@@ -76,3 +80,30 @@ def new_topic(settings: Settings) -> Iterator[Callable[..., str]]:
     if created:
         for future in admin.delete_topics(created).values():
             future.result(timeout=30)
+
+
+EngineDepth = dict[str, dict[str, list[list[str]]]]
+
+
+def _engine_depth(settings: Settings) -> EngineDepth:
+    """Every symbol's full depth, ``{"bids": [[price, qty], ...], "asks": ...}``,
+    from an offline replay of the matcher's log: the truth a depth feed must match."""
+    topics = MatcherTopics.from_settings(settings)
+    rules = {s.symbol: rules_for(s) for s in settings.market.symbols}
+    out: EngineDepth = {}
+    for p in range(settings.topics.partitions):
+        books, _, _ = replay_partition(settings, topics, rules, p)
+        for symbol, book in books.books.items():
+            engine = book.engine
+            price, qty = engine.rules.price_scale.format, engine.rules.qty_scale.format
+            out[symbol] = {
+                name: [[price(px), qty(q)] for px, q, _ in engine.depth(side, 10**9)]
+                for name, side in (("bids", Side.BUY), ("asks", Side.SELL))
+            }
+    return out
+
+
+@pytest.fixture
+def engine_depth() -> Callable[[Settings], EngineDepth]:
+    """``_engine_depth`` as a fixture (test modules cannot import conftest)."""
+    return _engine_depth

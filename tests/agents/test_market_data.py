@@ -20,6 +20,7 @@ import sys
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,12 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from trade_engine.agents.matcher import MatcherTopics
-from trade_engine.agents.replay import read_partition, replay_partition
+from trade_engine.agents.replay import read_partition
 from trade_engine.config import Settings, load_settings
 from trade_engine.connectors.loadgen import generate
 from trade_engine.streams.codec import encode
 from trade_engine.streams.topics import create_topics
 from trade_engine.tables.market_data import DepthSync
-from trade_engine.tables.matching import Side
-from trade_engine.tables.symbols import rules_for
 
 
 def _env(settings: Settings, state_dir: Path) -> dict[str, str]:
@@ -77,23 +76,7 @@ def _read(settings: Settings, role: str) -> dict[int, list[dict[str, Any]]]:
     }
 
 
-def _engine_books(settings: Settings) -> dict[str, dict[str, list[list[str]]]]:
-    topics = MatcherTopics.from_settings(settings)
-    rules = {s.symbol: rules_for(s) for s in settings.market.symbols}
-    out: dict[str, dict[str, list[list[str]]]] = {}
-    for p in range(settings.topics.partitions):
-        books, _, _ = replay_partition(settings, topics, rules, p)
-        for symbol, book in books.books.items():
-            engine = book.engine
-            price, qty = engine.rules.price_scale.format, engine.rules.qty_scale.format
-            out[symbol] = {
-                name: [[price(px), qty(q)] for px, q, _ in engine.depth(side, 10**9)]
-                for name, side in (("bids", Side.BUY), ("asks", Side.SELL))
-            }
-    return out
-
-
-def _check(settings: Settings) -> int:
+def _check(settings: Settings, engine_depth: Callable[[Settings], Any]) -> int:
     """Diffs gap-free per symbol; snapshot + diffs = the engine's books. Returns #diffs."""
     diffs: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for messages in _read(settings, "md_depth").values():
@@ -103,7 +86,7 @@ def _check(settings: Settings) -> int:
     for messages in _read(settings, "md_depth_snapshot").values():
         for m in messages:
             snapshots[m["symbol"]] = m  # the latest one per symbol, as compaction keeps
-    engine = _engine_books(settings)
+    engine = engine_depth(settings)
     assert set(engine) == set(diffs)
     for symbol, updates in diffs.items():
         assert updates[0]["U"] == 1
@@ -146,14 +129,16 @@ def _lag(settings: Settings) -> int:
 
 @pytest.mark.broker
 @pytest.mark.slow
-def test_depth_follows_the_matcher_and_survives_kill_9(tmp_path: Path) -> None:
+def test_depth_follows_the_matcher_and_survives_kill_9(
+    tmp_path: Path, engine_depth: Callable[[Settings], Any]
+) -> None:
     prefix = f"md-{uuid.uuid4().hex[:8]}."
     settings = load_settings(topics={"prefix": prefix, "partitions": 2}, state_dir=tmp_path)
     create_topics(settings)
     _produce(settings, 3000, 11, "a")
     _run(settings, tmp_path, "matcher", "run", "--worker-id", "w1")
     _run(settings, tmp_path, "market-data", "run")
-    first = _check(settings)
+    first = _check(settings, engine_depth)
     assert first > 500
     candles = [m for ms in _read(settings, "md_candles").values() for m in ms]
     tickers = [m for ms in _read(settings, "md_tickers").values() for m in ms]
@@ -176,4 +161,4 @@ def test_depth_follows_the_matcher_and_survives_kill_9(tmp_path: Path) -> None:
     proc.wait(30)
     assert _lag(settings) > 0, "the agent finished before it was killed: nothing was tested"
     _run(settings, tmp_path, "market-data", "run")
-    assert _check(settings) > first
+    assert _check(settings, engine_depth) > first

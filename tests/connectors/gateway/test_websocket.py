@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ from aiohttp.test_utils import TestServer
 from confluent_kafka import Producer
 
 from trade_engine.agents.matcher import MatcherTopics
-from trade_engine.agents.replay import replay_partition
 from trade_engine.config import Settings, load_settings
 from trade_engine.connectors.gateway.auth import JwtAuthenticator, mint_token
 from trade_engine.connectors.gateway.context import AUTHENTICATOR, EXECUTION_FEED, SETTINGS
@@ -39,8 +38,6 @@ from trade_engine.connectors.loadgen import generate
 from trade_engine.connectors.producer import build_place
 from trade_engine.streams.codec import encode
 from trade_engine.streams.topics import create_topics
-from trade_engine.tables.matching import Side
-from trade_engine.tables.symbols import rules_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -171,7 +168,10 @@ async def test_fills_of_an_order_come_back_on_the_private_channel(
 
 
 async def test_a_client_following_the_resync_procedure_keeps_the_engines_book(
-    settings: Settings, pipeline: dict[str, subprocess.Popen[bytes]], server: TestServer
+    settings: Settings,
+    pipeline: dict[str, subprocess.Popen[bytes]],
+    server: TestServer,
+    engine_depth: Callable[[Settings], Any],
 ) -> None:
     symbols = settings.market.symbols[:2]
     async with aiohttp.ClientSession() as session:
@@ -193,7 +193,7 @@ async def test_a_client_following_the_resync_procedure_keeps_the_engines_book(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-        engine = _engine_books(settings)
+        engine = engine_depth(settings)
         for client in clients:
             assert client.snapshots_fetched >= 1
             book = client.book
@@ -216,22 +216,6 @@ async def test_a_client_following_the_resync_procedure_keeps_the_engines_book(
         bad = await session.get(f"{base}/api/v1/depth/NOPE-USDT")
         assert bad.status == 400
         assert (await bad.json())["code"] == "VALIDATION_UNKNOWN_SYMBOL"
-
-
-def _engine_books(settings: Settings) -> dict[str, dict[str, list[list[str]]]]:
-    topics = MatcherTopics.from_settings(settings)
-    rules = {s.symbol: rules_for(s) for s in settings.market.symbols}
-    out: dict[str, dict[str, list[list[str]]]] = {}
-    for p in range(settings.topics.partitions):
-        books, _, _ = replay_partition(settings, topics, rules, p)
-        for symbol, book in books.books.items():
-            e = book.engine
-            price, qty = e.rules.price_scale.format, e.rules.qty_scale.format
-            out[symbol] = {
-                name: [[price(px), qty(q)] for px, q, _ in e.depth(side, 10**9)]
-                for name, side in (("bids", Side.BUY), ("asks", Side.SELL))
-            }
-    return out
 
 
 async def test_a_slow_consumer_is_disconnected_without_holding_others(

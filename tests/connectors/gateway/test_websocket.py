@@ -188,19 +188,27 @@ async def test_a_client_following_the_resync_procedure_keeps_the_engines_book(
         for proc in pipeline.values():  # both exit once idle: everything is published
             await asyncio.to_thread(proc.wait, 240)
             assert proc.returncode == 0
-        await asyncio.sleep(2.0)  # the last diffs reach the clients
+        engine = await asyncio.to_thread(engine_depth, settings)
+
+        def book_of(client: DepthClient) -> dict[str, list[list[str]]]:
+            return {"bids": client.book.levels("bids"), "asks": client.book.levels("asks")}
+
+        # Everything is published; wait (not a fixed sleep) for the last diffs to
+        # reach the clients through the gateway.
+        deadline = asyncio.get_running_loop().time() + 30
+        while any(book_of(c) != engine[c.symbol] for c in clients):
+            if asyncio.get_running_loop().time() > deadline:
+                break  # the assertions below show the difference
+            await asyncio.sleep(0.2)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-        engine = engine_depth(settings)
         for client in clients:
             assert client.snapshots_fetched >= 1
             book = client.book
             assert book.synced
-            assert {"bids": book.levels("bids"), "asks": book.levels("asks")} == engine[
-                client.symbol
-            ]
+            assert book_of(client) == engine[client.symbol]
             rest = await (
                 await session.get(f"{base}/api/v1/depth/{client.symbol.replace('/', '-')}")
             ).json()

@@ -25,7 +25,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from trade_engine.tables.matching.codes import RejectCode
 from trade_engine.tables.matching.engine import MatchingEngine
+from trade_engine.tables.matching.enums import RequestKind
 from trade_engine.tables.matching.executions import (
     Accepted,
     Amended,
@@ -60,6 +62,9 @@ class _SymbolBook:
     recent_next: int = 0
     dirty_orders: dict[str, None] = field(default_factory=dict)
     new_recent: list[str] = field(default_factory=list)
+    # Any record at all took a ``seq`` (a REJECTED one too): the header must be saved,
+    # or a restart would hand that ``seq`` out again.
+    header_dirty: bool = False
 
 
 class PartitionBooks:
@@ -91,10 +96,15 @@ class PartitionBooks:
         book = self.books[symbol]
         dirty = book.dirty_orders
         for r in records:
+            book.header_dirty = True
             # Hot path by exact type (same effect as _touched, in the same order).
             cls = type(r)
             if cls is Rejected:
-                continue  # a refused command changes no order
+                # A refused command changes no order, but a refused first place joins
+                # the dedup window exactly as the engine's ``_refuse_place`` does.
+                if _remembers(r):  # type: ignore[arg-type]
+                    book.new_recent.append(r.order_id)  # type: ignore[union-attr,arg-type]
+                continue
             if cls in _ONE_ORDER:
                 dirty[r.order_id] = None  # type: ignore[union-attr,index]
                 if cls is Accepted:
@@ -112,7 +122,7 @@ class PartitionBooks:
         """The entries changed since the last call, coalesced (last value per key)."""
         changes: Changes = {}
         for symbol, book in self.books.items():
-            if not book.dirty_orders and not book.new_recent:
+            if not book.header_dirty:
                 continue
             engine = book.engine
             for order_id in book.dirty_orders:
@@ -130,6 +140,7 @@ class PartitionBooks:
             changes[_header_key(symbol)] = _dumps(header)
             book.dirty_orders.clear()
             book.new_recent.clear()
+            book.header_dirty = False
         changes[POSITION_KEY] = _dumps(self.position)
         return changes
 
@@ -174,6 +185,15 @@ class PartitionBooks:
     def validate(self) -> None:
         for book in self.books.values():
             book.engine.validate()
+
+
+def _remembers(record: Rejected) -> bool:
+    """A refused PLACE of an id the engine had not answered before (see the engine)."""
+    return (
+        record.request is RequestKind.PLACE
+        and record.order_id is not None
+        and record.code is not RejectCode.MATCHING_DUPLICATE_ORDER_ID
+    )
 
 
 def _touched(record: Execution) -> Iterator[str]:

@@ -572,7 +572,7 @@ class MatchingEngine:
     def _static_problem(self, p: Place) -> Problem | None:
         return static_problem(p, self.rules)
 
-    def _state_problem(self, p: Place) -> Problem | None:  # noqa: PLR0911, PLR0912
+    def _state_problem(self, p: Place) -> Problem | None:  # noqa: PLR0911
         """Checks against the book's current state, in documented order."""
         st = self.trading_state
         t = p.order_type
@@ -585,8 +585,6 @@ class MatchingEngine:
                 return RejectCode.MATCHING_SYMBOL_POST_ONLY, "symbol is post-only"
             if st is TradingState.LIMIT_ONLY and t in _MARKET_TYPES:
                 return RejectCode.MATCHING_SYMBOL_LIMIT_ONLY, "symbol is limit-only"
-        if p.order_id in self.orders or p.order_id in self.recent_set:
-            return RejectCode.MATCHING_DUPLICATE_ORDER_ID, f"order id {p.order_id} seen"
         if p.client_order_id is not None and (p.user_id, p.client_order_id) in self.client_ids:
             return RejectCode.MATCHING_DUPLICATE_CLIENT_ORDER_ID, "client order id is live"
         if p.expire_at is not None and p.expire_at <= self.now:
@@ -614,15 +612,42 @@ class MatchingEngine:
             return RejectCode.MATCHING_FOK_NOT_FILLABLE, "FOK cannot fill in full"
         return None
 
+    def _seen(self, order_id: str) -> bool:
+        """The engine has answered a place of ``order_id`` (live, or within the window)."""
+        return order_id in self.orders or order_id in self.recent_set
+
+    def _duplicate(
+        self, order_id: str, user_id: str, side: Side | None, out: list[Execution]
+    ) -> None:
+        # Checked before every other rule: a duplicate names a hold that belongs to
+        # the first answer (still live, released by its reject, or used by its
+        # fills), so it releases nothing, whatever else would be wrong with it.
+        problem = (RejectCode.MATCHING_DUPLICATE_ORDER_ID, f"order id {order_id} seen")
+        self._reject(out, RequestKind.PLACE, order_id, user_id, problem, side=side)
+
+    def _refuse_place(
+        self,
+        out: list[Execution],
+        order_id: str,
+        user_id: str,
+        problem: Problem,
+        *,
+        release: int = 0,
+        side: Side | None = None,
+    ) -> None:
+        """Reject a first-seen place and remember its id: an answered id is never
+        accepted again within the window (a re-sent copy is a duplicate)."""
+        self._reject(out, RequestKind.PLACE, order_id, user_id, problem, release=release, side=side)
+        self._remember(order_id)
+
     def _place(self, p: Place, out: list[Execution]) -> None:
+        if self._seen(p.order_id):
+            self._duplicate(p.order_id, p.user_id, p.side, out)
+            return
         problem = self._static_problem(p) or self._state_problem(p)
         if problem is not None:
-            # A duplicate order id names a hold that belongs to the original order:
-            # releasing it here would free funds a live order still needs.
-            duplicate = problem[0] is RejectCode.MATCHING_DUPLICATE_ORDER_ID
-            hold = 0 if duplicate else required_hold(p)
-            self._reject(
-                out, RequestKind.PLACE, p.order_id, p.user_id, problem, release=hold, side=p.side
+            self._refuse_place(
+                out, p.order_id, p.user_id, problem, release=required_hold(p), side=p.side
             )
             return
         expire_at = self._day_end() if p.tif is TimeInForce.DAY else p.expire_at
@@ -661,17 +686,21 @@ class MatchingEngine:
         self._run_stops(out)
 
     def _place_request(self, r: PlaceRequest, out: list[Execution]) -> None:
+        if self._seen(r.order_id):
+            side = Side(r.side) if r.side in Side.__members__ else None
+            self._duplicate(r.order_id, r.user_id, side, out)
+            return
         if r.risk_reject is not None:
             self._risk_reject(r, out)
             return
         try:
             p = parse_place(r, self.rules)
         except NumberFormatError as exc:
-            self._reject(out, RequestKind.PLACE, r.order_id, r.user_id, (exc.reject, str(exc)))
+            self._refuse_place(out, r.order_id, r.user_id, (exc.reject, str(exc)))
             return
         except ValueError as exc:
             problem = (RejectCode.VALIDATION_BAD_ENUM, str(exc)[:100])
-            self._reject(out, RequestKind.PLACE, r.order_id, r.user_id, problem)
+            self._refuse_place(out, r.order_id, r.user_id, problem)
             return
         self._place(p, out)
 
@@ -684,9 +713,7 @@ class MatchingEngine:
         if not code.startswith("RISK_"):
             code = RejectCode.RISK_REJECTED
         side = Side(r.side) if r.side in Side.__members__ else None
-        self._reject(
-            out, RequestKind.PLACE, r.order_id, r.user_id, (code, r.risk_message[:200]), side=side
-        )
+        self._refuse_place(out, r.order_id, r.user_id, (code, r.risk_message[:200]), side=side)
 
     # ----------------------------------------------------- cancel and amend
 

@@ -93,3 +93,69 @@ def test_changes_are_small_per_command() -> None:
     # One order, the header, the dedup entry and the position: not the whole book.
     assert len(changes) <= 4
     assert POSITION_KEY in changes
+
+
+def _record(offset: int, command: PlaceOrder | CancelOrder) -> ConsumedRecord:
+    return ConsumedRecord(
+        "in", 0, offset, 1_795_000_000_000, command.symbol.encode(), encode(command)
+    )
+
+
+def _restart(live: PartitionBooks, store: dict[bytes, bytes]) -> PartitionBooks:
+    _apply(store, live.take_changes())
+    return PartitionBooks.restore(0, live.rules, store.items())
+
+
+def test_a_batch_of_only_rejections_saves_the_seq() -> None:
+    """Regression: the header was saved only when an order changed, so a restart after a
+    batch of REJECTED records handed their seq values out again."""
+    rules = _rules()
+    store: dict[bytes, bytes] = {}
+    live = PartitionBooks(0, rules)
+    place = PlaceOrder(
+        symbol="BNB/USDT",
+        order_id="b1",
+        user_id="u1",
+        side="BUY",
+        type="LIMIT",
+        quantity="0.100",
+        price="600.00",
+    )
+    counters = StageCounters()
+    match_record(live, _record(0, place), counters)
+    live = _restart(live, store)
+    unknown = CancelOrder(symbol="BNB/USDT", user_id="u1", order_id="nope-1")
+    first = match_record(live, _record(1, unknown), counters)
+    assert b'"seq":2' in (first[0].value or b"")
+    live = _restart(live, store)
+    again = CancelOrder(symbol="BNB/USDT", user_id="u1", order_id="nope-2")
+    second = match_record(live, _record(2, again), counters)
+    assert b'"seq":3' in (second[0].value or b""), second[0].value
+
+
+def test_a_rejected_place_is_refused_again_after_a_restart() -> None:
+    """A re-sent copy of a rejected place is a duplicate (release 0), even across restarts."""
+    rules = _rules()
+    store: dict[bytes, bytes] = {}
+    live = PartitionBooks(0, rules)
+    counters = StageCounters()
+    bad = PlaceOrder(
+        symbol="BNB/USDT",
+        order_id="x1",
+        user_id="u1",
+        side="BUY",
+        type="LIMIT",
+        quantity="0.100",
+        price="600.001",  # off tick: rejected
+    )
+    assert b"VALIDATION_PRICE_OFF_TICK" in (
+        match_record(live, _record(0, bad), counters)[0].value or b""
+    )
+    live = _restart(live, store)
+    good = bad.model_copy(update={"price": "600.00"})
+    out = match_record(live, _record(1, good), counters)
+    assert len(out) == 1
+    assert b"MATCHING_DUPLICATE_ORDER_ID" in (out[0].value or b"")
+    engine = live.engine("BNB/USDT")
+    assert engine is not None
+    assert "x1" in engine.recent_set

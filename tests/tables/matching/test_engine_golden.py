@@ -137,8 +137,11 @@ def test_fok_fills_or_rejects_without_effects(make_engine: Any, shorts: Shorts) 
     assert out[0].release == 5 * 101  # type: ignore[union-attr]
     after = e.snapshot()
     assert after["seq"] == e.seq
-    assert e.state_hash() != before  # only the seq moved
+    assert e.state_hash() != before  # only the seq and the dedup window moved
+    assert list(e.recent)[-1] == "t"  # an answered id is never accepted again
     e.seq -= 1
+    e.recent.pop()
+    e.recent_set.discard("t")
     assert e.state_hash() == before
     e.seq += 1
     out = e.apply(lim("t2", "u2", BUY, 4, 101, tif=TimeInForce.FOK))
@@ -361,7 +364,9 @@ def test_trading_states(make_engine: Any, shorts: Shorts) -> None:
     assert shorts(e.apply(lim("b", "u1", BUY, 1, 90))) == [("REJ", "MATCHING_SYMBOL_HALTED")]
     assert shorts(e.apply(Cancel("u1", "a"))) == [("REJ", "MATCHING_SYMBOL_HALTED")]
     e.apply(SetTradingState(TradingState.CANCEL_ONLY))
-    assert shorts(e.apply(lim("b", "u1", BUY, 1, 90))) == [("REJ", "MATCHING_SYMBOL_CANCEL_ONLY")]
+    assert shorts(e.apply(lim("b2", "u1", BUY, 1, 90))) == [("REJ", "MATCHING_SYMBOL_CANCEL_ONLY")]
+    # A rejected id was answered: it is never accepted again, whatever the state.
+    assert shorts(e.apply(lim("b", "u1", BUY, 1, 90))) == [("REJ", "MATCHING_DUPLICATE_ORDER_ID")]
     assert shorts(e.apply(Amend("a", "u1", quantity=2))) == [("REJ", "MATCHING_SYMBOL_CANCEL_ONLY")]
     e.apply(SetTradingState(TradingState.POST_ONLY))
     assert shorts(e.apply(lim("s", "u2", SELL, 1, 90))) == [
@@ -370,9 +375,9 @@ def test_trading_states(make_engine: Any, shorts: Shorts) -> None:
     assert shorts(e.apply(Place("m", "u2", SELL, MARKET, quantity=1, tif=TimeInForce.IOC))) == [
         ("REJ", "MATCHING_SYMBOL_POST_ONLY")
     ]
-    assert shorts(e.apply(lim("s", "u2", SELL, 1, 95))) == [("ACC", "s")]
+    assert shorts(e.apply(lim("s2", "u2", SELL, 1, 95))) == [("ACC", "s2")]
     e.apply(SetTradingState(TradingState.LIMIT_ONLY))
-    assert shorts(e.apply(Place("m", "u2", SELL, MARKET, quantity=1, tif=TimeInForce.IOC))) == [
+    assert shorts(e.apply(Place("m2", "u2", SELL, MARKET, quantity=1, tif=TimeInForce.IOC))) == [
         ("REJ", "MATCHING_SYMBOL_LIMIT_ONLY")
     ]
     assert shorts(e.apply(lim("t", "u2", SELL, 1, 90)))[1] == ("TRADE", 90, 1, "t", "a")
@@ -382,7 +387,7 @@ def test_trading_states(make_engine: Any, shorts: Shorts) -> None:
 def test_price_band_and_max_open_orders(make_engine: Any, shorts: Shorts) -> None:
     e = make_engine(price_band_bps=500, reference_price=1_000, max_open_orders=2)
     assert shorts(e.apply(lim("a", "u1", BUY, 1, 949))) == [("REJ", "MATCHING_PRICE_OUT_OF_BAND")]
-    assert shorts(e.apply(lim("a", "u1", BUY, 1, 950))) == [("ACC", "a")]
+    assert shorts(e.apply(lim("a2", "u1", BUY, 1, 950))) == [("ACC", "a2")]
     assert shorts(e.apply(lim("b", "u1", SELL, 1, 1_050))) == [("ACC", "b")]
     assert shorts(e.apply(lim("c", "u1", SELL, 1, 1_040))) == [("REJ", "MATCHING_MAX_OPEN_ORDERS")]
     # IOC orders never rest, so the cap does not apply

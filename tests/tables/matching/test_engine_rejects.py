@@ -36,9 +36,19 @@ def _seeded(make_engine: Any, **rules: Any) -> MatchingEngine:
 
 
 def _hash_without_seq(e: MatchingEngine) -> str:
+    """The state hash minus what every reject may move: the seq, and the dedup window
+    (a refused place joins it; each test checks that on its own)."""
     snap = e.snapshot()
     snap.pop("seq")
+    snap.pop("recent_order_ids")
     return hash_snapshot(snap)
+
+
+def _answered_ids(command: Command) -> list[str]:
+    """What a refused command adds to the dedup window: a first-seen place's id."""
+    if isinstance(command, Place | PlaceRequest) and command.order_id not in ("a", "b", "c"):
+        return [command.order_id]
+    return []
 
 
 CASES: list[tuple[str, Command, RejectCode]] = [
@@ -191,7 +201,7 @@ def test_reject_leaves_state_unchanged(
     make_engine: Any, name: str, command: Command, code: RejectCode
 ) -> None:
     e = _seeded(make_engine, min_qty=2)
-    before, seq = _hash_without_seq(e), e.seq
+    before, seq, window = _hash_without_seq(e), e.seq, list(e.recent)
     out = e.apply(command)
     assert len(out) == 1, name
     rec = out[0]
@@ -199,6 +209,7 @@ def test_reject_leaves_state_unchanged(
     assert rec.code is code
     assert rec.seq == seq + 1
     assert _hash_without_seq(e) == before
+    assert list(e.recent) == window + _answered_ids(command)
     e.validate()
 
 

@@ -48,7 +48,7 @@ RULES = SymbolRules(
     "0.1",
     maker_fee_ppm=MAKER_PPM,
     taker_fee_ppm=TAKER_PPM,
-    dedup_window=100_000,  # every accepted id stays refused: "seen" is exact
+    dedup_window=100_000,  # every answered id stays refused: "seen" is exact
 )
 
 Event = tuple[Any, ...]
@@ -174,11 +174,12 @@ class NaiveMatcher:
             self.clock,
             c.post_only,
         )
+        # An answered id, accepted or rejected, is never accepted again.
+        self.seen.add(c.order_id)
         if c.post_only and self.best_maker(t) is not None and t.crosses(self.best_maker(t)):  # type: ignore[arg-type]
             return [("REJECTED", c.order_id, "MATCHING_POST_ONLY_WOULD_TAKE", hold)]
         if c.tif is TimeInForce.FOK and not self.fok_fillable(t):
             return [("REJECTED", c.order_id, "MATCHING_FOK_NOT_FILLABLE", hold)]
-        self.seen.add(c.order_id)
         self.accepted_at[c.order_id] = len(self.accepted_at)
         out: list[Event] = [("ACCEPTED", c.order_id, hold)]
         self.take(t, out)

@@ -60,8 +60,11 @@ RULES = SymbolRules(
 
 
 def _without_seq(e: MatchingEngine) -> str:
+    """The hash minus what a reject moves: the seq, and the dedup window (a refused
+    place joins it; ``_run`` checks that apart)."""
     snap = e.snapshot()
     snap.pop("seq")
+    snap.pop("recent_order_ids")
     return hash_snapshot(snap)
 
 
@@ -102,6 +105,8 @@ class BookMachine(RuleBasedStateMachine):
         assert out == self.ref.apply(cmd)
         if len(out) == 1 and isinstance(out[0], Rejected):
             assert _without_seq(self.fast) == before
+            if isinstance(cmd, Place):
+                assert cmd.order_id in self.fast.recent_set  # answered: never accepted again
         self._check_records(out)
 
     def _check_records(self, out: list[Execution]) -> None:

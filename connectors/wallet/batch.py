@@ -16,8 +16,10 @@ the whole batch is one transaction of about ten statements whatever its size:
    messages) of the single operations: an item refused changes nothing, and
    later items see the effects of earlier ones;
 4. the journal entries, postings, balance and hold changes of the applied
-   items are written with one set-based statement each; refused items'
-   ``operations`` rows are deleted (a refusal stores nothing); commit.
+   items are written with one set-based statement each; a refused reserve keeps
+   its refusal as its key's answer (an order id is answered once: a copy re-sent
+   after the user's funds changed must not get a hold its first answer refused),
+   other refused items' ``operations`` rows are deleted; commit.
 
 Each item's outcome is exactly what the single operation would have answered
 at that point of the batch. A batch that names the same key twice is handed
@@ -56,6 +58,9 @@ from trade_engine.connectors.wallet.ledger import (
     _columns,
     _Hold,
     _settle_accounts,
+    refusal_is_final,
+    refusal_json,
+    replayed,
 )
 from trade_engine.connectors.wallet.models import (
     SYSTEM_USER,
@@ -361,7 +366,36 @@ async def _replays(
                 {"op": op, "key": key},
             )
         else:
-            out[i] = Outcome(model.model_validate_json(row["response"]), True)
+            out[i] = replayed(row["response"], model)
+
+
+async def _store_refusals(
+    conn: asyncpg.Connection,
+    op: str,
+    refused: list[str],
+    out: list[Outcome[Any] | WalletError | None],
+    keys: list[str],
+) -> None:
+    """A refused reserve keeps its refusal as the key's answer (``refusal_is_final``);
+    other refused operations store nothing, so they may be tried again."""
+    if not refused:
+        return
+    errors = {keys[i]: r for i, r in enumerate(out) if isinstance(r, WalletError)}
+    final = [k for k in refused if refusal_is_final(op, errors[k])]
+    if final:
+        await conn.execute(
+            "UPDATE operations AS o SET response = d.response::jsonb"
+            " FROM unnest($2::text[], $3::text[]) AS d(key, response)"
+            " WHERE o.op = $1 AND o.key = d.key",
+            op,
+            final,
+            [refusal_json(errors[k]) for k in final],
+        )
+    retriable = [k for k in refused if k not in set(final)]
+    if retriable:
+        await conn.execute(
+            "DELETE FROM operations WHERE op = $1 AND key = ANY($2::text[])", op, retriable
+        )
 
 
 async def _lock(conn: asyncpg.Connection, op: str, reqs: Sequence[BatchRequest]) -> _State:
@@ -413,10 +447,7 @@ async def _apply_fresh(
         except WalletError as exc:
             out[i] = exc
             refused.append(keys[i])
-    if refused:
-        await conn.execute(
-            "DELETE FROM operations WHERE op = $1 AND key = ANY($2::text[])", op, refused
-        )
+    await _store_refusals(conn, op, refused, out, keys)
     if not applied:
         return
     entries = await conn.fetch(

@@ -16,6 +16,7 @@ This module never talks HTTP and never decides retries: that is the caller's.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from trade_engine.connectors.wallet.exceptions import (
     ReservationNotFoundError,
     UserNotFoundError,
     WalletError,
+    error_from_item,
 )
 from trade_engine.connectors.wallet.models import (
     SYSTEM_USER,
@@ -235,20 +237,68 @@ async def _idempotent(
                         f"{op} key {key!r} was already used with a different payload",
                         {"op": op, "key": key},
                     )
-                return Outcome(model.model_validate_json(row["response"]), True)
-            response = await apply(conn, req, key)
-            await conn.execute(
-                "UPDATE operations SET response = $3::jsonb, entry_id = $4"
-                " WHERE op = $1 AND key = $2",
-                op,
-                key,
-                response.model_dump_json(),
-                response.entry_id,
-            )
-            return Outcome(response, False)
+                answer = replayed(row["response"], model)
+                if isinstance(answer, WalletError):
+                    raise answer
+                return answer
+            try:
+                # A savepoint: a refusal undoes whatever the operation wrote, and only that.
+                async with conn.transaction():
+                    response = await apply(conn, req, key)
+            except WalletError as exc:
+                if not refusal_is_final(op, exc):
+                    raise
+                # The refusal is this key's answer from now on, committed with the key.
+                await conn.execute(
+                    "UPDATE operations SET response = $3::jsonb WHERE op = $1 AND key = $2",
+                    op,
+                    key,
+                    refusal_json(exc),
+                )
+                refusal = exc
+            else:
+                await conn.execute(
+                    "UPDATE operations SET response = $3::jsonb, entry_id = $4"
+                    " WHERE op = $1 AND key = $2",
+                    op,
+                    key,
+                    response.model_dump_json(),
+                    response.entry_id,
+                )
+                return Outcome(response, False)
     except asyncpg.CheckViolationError as exc:
         # Every rule is checked before writing; reaching a constraint is a bug.
         raise InternalError(f"ledger constraint violated: {exc}", {"op": op, "key": key}) from exc
+    raise refusal
+
+
+def refusal_is_final(op: str, error: WalletError) -> bool:
+    """A reserve refused for the state of the ledger (funds, account, another user's hold)
+    is that order id's answer for good: an order id is answered once. Other refusals
+    (a settle or release the ledger cannot take yet) store nothing, so they can be
+    re-driven."""
+    return (
+        op == "reserve"
+        and 400 <= error.status < 500
+        and not isinstance(error, IdempotencyConflictError)
+    )
+
+
+def refusal_json(error: WalletError) -> str:
+    return json.dumps({"refused": error.body()})
+
+
+def replayed(response: Any, model: type[R]) -> Outcome[R] | WalletError:
+    """The stored answer of a key: its response, or the refusal it was given."""
+    if isinstance(response, str | bytes):
+        if b'"refused"' in (response.encode() if isinstance(response, str) else response):
+            data = json.loads(response)
+            if isinstance(data, dict) and "refused" in data:
+                return error_from_item(data["refused"])
+        return Outcome(model.model_validate_json(response), True)
+    if isinstance(response, dict) and "refused" in response:
+        return error_from_item(response["refused"])
+    return Outcome(model.model_validate(response), True)
 
 
 # --- operations ----------------------------------------------------------------------

@@ -202,18 +202,24 @@ async def test_errors_change_nothing(wallet_db: WalletDb) -> None:
         await ledger.withdraw(
             TransferRequest(user_id="u", asset="USDT", amount="101", idempotency_key="w1")
         )  # type: ignore[arg-type]
-    # A failed request leaves no idempotency record: the same key works once funded.
+    # A refused withdrawal leaves no idempotency record: the same key works once funded.
     await ledger.deposit(
         TransferRequest(user_id="u", asset="USDT", amount="1", idempotency_key="d2")
     )  # type: ignore[arg-type]
-    assert (
+    # A refused reserve is its order id's answer for good, even once funds arrive: an
+    # order id is answered once (a re-sent copy must not get a hold its first copy was
+    # refused, the matcher having answered that copy already).
+    with pytest.raises(InsufficientBalanceError) as again:
         await ledger.reserve(reserve("u", "USDT", "100.01", "o1"))
+    assert again.value.details == exc.value.details
+    assert (
+        await ledger.reserve(reserve("u", "USDT", "100.01", "o3"))
     ).response.available_balance == D("0.99")
     # Settling against a hold of the wrong user or without a hold fails whole.
     with pytest.raises(ReservationNotFoundError):
-        await ledger.settle_trade(settle("t1", "1", "1", buyer="u", bo="o1", so="nohold"))
+        await ledger.settle_trade(settle("t1", "1", "1", buyer="u", bo="o3", so="nohold"))
     with pytest.raises(ReservationMismatchError):
-        await ledger.settle_trade(settle("t1", "1", "1", buyer="x", bo="o1", so="o1x"))
+        await ledger.settle_trade(settle("t1", "1", "1", buyer="x", bo="o3", so="o1x"))
     assert await balances(ledger, "u") == {"BTC": ("0", "0"), "USDT": ("0.99", "100.01")}
     await wallet_db.check()
 
@@ -352,3 +358,32 @@ async def test_concurrent_operations_keep_exact_totals(wallet_db: WalletDb) -> N
         for asset in ("BTC", "USDT"):
             assert got[asset] == AssetBalance(available=expected[(user, asset)], reserved=D(0))
     assert await fee_totals(wallet_db) == dict(fees)
+
+
+async def test_a_refused_reserve_stays_refused_single_and_batched(wallet_db: WalletDb) -> None:
+    """Both paths store a reserve's refusal as its key's answer; a settle or release the
+    ledger refused stores nothing (settlement re-drives those)."""
+    ledger = wallet_db.ledger
+    await deposit(ledger, "u", "USDT", "10")
+    batch = [reserve("u", "USDT", "5", "ok1"), reserve("u", "USDT", "50", "nsf1")]
+    first = await ledger.apply_many("reserve", batch)
+    assert isinstance(first[1], InsufficientBalanceError)
+    await ledger.deposit(
+        TransferRequest(user_id="u", asset="USDT", amount="100", idempotency_key="top-up")
+    )  # type: ignore[arg-type]
+    again = await ledger.apply_many("reserve", batch)
+    assert not isinstance(again[0], Exception)
+    assert again[0].replayed
+    assert isinstance(again[1], InsufficientBalanceError)
+    with pytest.raises(InsufficientBalanceError):
+        await ledger.reserve(reserve("u", "USDT", "50", "nsf1"))
+    # A different payload under the refused key is still a conflict, not a new answer.
+    with pytest.raises(IdempotencyConflictError):
+        await ledger.reserve(reserve("u", "USDT", "40", "nsf1"))
+    assert await balances(ledger, "u") == {"USDT": ("105", "5")}
+    # A refused release stores nothing: the same key succeeds once there is a hold.
+    with pytest.raises(ReservationNotFoundError):
+        await ledger.release(release("u", "USDT", "later"))
+    await ledger.reserve(reserve("u", "USDT", "1", "later"))
+    assert (await ledger.release(release("u", "USDT", "later"))).response.released_amount == D(1)
+    await wallet_db.check()

@@ -64,6 +64,7 @@ from trade_engine.agents.standby import StandbyReplicator
 from trade_engine.config import Settings
 from trade_engine.health import Flag
 from trade_engine.streams.records import ConsumedRecord, IdleClock, is_partition_eof
+from trade_engine.streams.topics import partition_count
 from trade_engine.streams.transactions import (
     exactly_once_consumer_conf,
     transactional_producer_conf,
@@ -149,6 +150,9 @@ class MatcherWorker:
         self.transactions_ready = Flag("producer transactions not initialised")
         self.group_joined = Flag("no partitions assigned by the group yet")
         self._idle = IdleClock()
+        # The input topic's partition count (from metadata, refreshed on each assignment):
+        # a record on a partition its key does not map to is dead-lettered, never matched.
+        self.input_partitions: int | None = None
         # Warm standby: keep the stores of partitions owned elsewhere up to date, so a
         # takeover reads only the changelog tail (see agents/standby.py).
         self.standby = (
@@ -255,6 +259,7 @@ class MatcherWorker:
             self._commit()
         if self.standby is not None:
             self.standby.unfollow({tp.partition for tp in partitions})
+        self.input_partitions = partition_count(consumer, self.topics.input)
         for tp in partitions:
             books = self._restore(tp.partition)
             tp.offset = books.position if books.position > 0 else OFFSET_BEGINNING
@@ -448,6 +453,7 @@ class MatcherWorker:
         """Match every record, producing its outputs inside the open transaction."""
         poison = self.poison
         traced = tracing.enabled()
+        partitions = self.input_partitions
         for partition, batch in by_partition.items():
             books = self.books.get(partition)
             if books is None:
@@ -470,7 +476,9 @@ class MatcherWorker:
                         trades=trades,
                     )
                     continue
-                for out in match_record(books, record, counters, poisoned=poisoned):
+                for out in match_record(
+                    books, record, counters, poisoned=poisoned, partitions=partitions
+                ):
                     role = out.role
                     if role == EXECUTIONS:
                         executions.append({"key": out.key, "value": out.value})
@@ -507,7 +515,9 @@ class MatcherWorker:
                 "te.symbol": record.key.decode(errors="replace") if record.key else None,
             },
         ) as current:
-            outputs = match_record(books, record, counters, poisoned=poisoned)
+            outputs = match_record(
+                books, record, counters, poisoned=poisoned, partitions=self.input_partitions
+            )
             headers = tracing.inject(span=current)
         for out in outputs:
             if out.role == EXECUTIONS:

@@ -14,8 +14,10 @@ from typing import NamedTuple
 
 from trade_engine.streams.codec import Headers, decode_command, header
 from trade_engine.streams.commands import to_core
+from trade_engine.streams.dead_letter import dead_letter_headers, dead_letter_value
 from trade_engine.streams.exceptions import DecodeError
 from trade_engine.streams.executions import InputTail, encode_execution
+from trade_engine.streams.partitioning import wrong_partition
 from trade_engine.streams.records import ConsumedRecord
 from trade_engine.tables.durable import PartitionBooks
 from trade_engine.tables.matching.exceptions import MatchingError
@@ -62,8 +64,14 @@ def match_record(
     counters: StageCounters,
     *,
     poisoned: bool = False,
+    partitions: int | None = None,
 ) -> list[Output]:
-    """Apply one input to the books; return what must be published for it."""
+    """Apply one input to the books; return what must be published for it.
+
+    ``partitions``: the input topic's partition count; a record whose key maps to
+    another partition is dead-lettered ``WRONG_PARTITION`` instead of opening a
+    second book of its symbol here (None only where records are made up in memory).
+    """
     if poisoned:
         return [
             _dead_letter(record, "ENGINE_ERROR", "the matching core failed on this input", counters)
@@ -73,10 +81,9 @@ def match_record(
     except DecodeError as exc:
         return [_dead_letter(record, exc.code, str(exc), counters)]
     symbol = command.symbol
-    if record.key is None or record.key != symbol.encode():
-        return [
-            _dead_letter(record, "KEY_SYMBOL_MISMATCH", f"key {record.key!r} != {symbol}", counters)
-        ]
+    misplaced = _misplaced(record, symbol, partitions)
+    if misplaced is not None:
+        return [_dead_letter(record, *misplaced, counters)]
     engine = books.engine(symbol)
     if engine is None:
         return [_dead_letter(record, "UNKNOWN_SYMBOL", f"{symbol} is not configured", counters)]
@@ -116,6 +123,17 @@ def match_record(
     return outputs
 
 
+def _misplaced(
+    record: ConsumedRecord, symbol: str, partitions: int | None
+) -> tuple[str, str] | None:
+    """The record is keyed by another symbol, or sits on a partition its key does not map to."""
+    if record.key is None or record.key != symbol.encode():
+        return "KEY_SYMBOL_MISMATCH", f"key {record.key!r} != {symbol}"
+    if partitions is None:
+        return None
+    return wrong_partition(record.key, record.partition, partitions)
+
+
 # Caches the RFC 3339 text of the last input timestamp (a pure conversion).
 _TAIL = InputTail()
 
@@ -134,13 +152,15 @@ def _dead_letter(record: ConsumedRecord, code: str, reason: str, counters: Stage
             "trace_id": header(record.headers, "trace_id"),
         },
     )
-    headers: Headers = [
-        *(record.headers or []),
-        ("dlq.code", code.encode()),
-        ("dlq.reason", reason.encode()[:1000]),
-        ("dlq.stage", STAGE.encode()),
-        ("dlq.topic", record.topic.encode()),
-        ("dlq.partition", str(record.partition).encode()),
-        ("dlq.offset", str(record.offset).encode()),
-    ]
-    return Output(DEAD_LETTER, record.key, record.value, headers)
+    value, cut = dead_letter_value(record.value)
+    headers = dead_letter_headers(
+        record.headers,
+        code=code,
+        reason=reason,
+        stage=STAGE,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        extra=cut,
+    )
+    return Output(DEAD_LETTER, record.key, value, headers)

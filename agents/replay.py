@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from trade_engine.agents.matcher import MatcherTopics
 from trade_engine.agents.matching_stage import (
@@ -28,7 +29,8 @@ from trade_engine.agents.matching_stage import (
 )
 from trade_engine.config import Settings
 from trade_engine.streams.records import ConsumedRecord, is_partition_eof
-from trade_engine.tables.durable import PartitionBooks
+from trade_engine.streams.topics import partition_count
+from trade_engine.tables.durable import POSITION_KEY, PartitionBooks
 from trade_engine.tables.matching.rules import SymbolRules
 from trade_engine.tables.symbols import rules_for
 
@@ -42,6 +44,9 @@ class PartitionReport:
     first_difference: str | None = None
     hash_equal: bool | None = None
     position: int = 0
+    # The changelog's final entries equal, byte for byte, those the replay would write.
+    changelog_equal: bool | None = None
+    changelog_entries: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +56,8 @@ class PartitionReport:
             "trades": self.trades,
             "first_difference": self.first_difference,
             "hash_equal": self.hash_equal,
+            "changelog_equal": self.changelog_equal,
+            "changelog_entries": self.changelog_entries,
             "position": self.position,
         }
 
@@ -63,7 +70,10 @@ class ReplayResult:
 
     @property
     def ok(self) -> bool:
-        return all(p.first_difference is None and p.hash_equal for p in self.partitions)
+        return all(
+            p.first_difference is None and p.hash_equal and p.changelog_equal
+            for p in self.partitions
+        )
 
 
 def read_partition(
@@ -117,9 +127,11 @@ def replay_partition(
     outputs: dict[str, list[bytes]] = {EXECUTIONS: [], TRADES: []}
     counters = StageCounters()
     inputs = 0
+    admin = AdminClient(settings.kafka.librdkafka())
+    partitions = partition_count(admin, topics.input)
     for record in read_partition(settings, topics.input, partition, 0, end):
         books.position = record.offset + 1
-        for out in match_record(books, record, counters):
+        for out in match_record(books, record, counters, partitions=partitions):
             if out.role in outputs and out.value is not None:
                 outputs[out.role].append(out.value)
         inputs += 1
@@ -134,7 +146,8 @@ def compare(settings: Settings, topics: MatcherTopics | None = None) -> ReplayRe
     for partition in range(settings.topics.partitions):
         # Compare at the position the durable state has reached, so a live
         # pipeline that is still catching up is not reported as different.
-        live = _durable_books(settings, topics, rules, partition)
+        durable = _durable_entries(settings, topics, partition)
+        live = PartitionBooks.restore(partition, rules, durable.items())
         books, expected, inputs = replay_partition(
             settings, topics, rules, partition, end=live.position
         )
@@ -154,21 +167,39 @@ def compare(settings: Settings, topics: MatcherTopics | None = None) -> ReplayRe
         report.hash_equal = books.state_hashes() == live.state_hashes()
         if not report.hash_equal and report.first_difference is None:
             report.first_difference = "state hashes differ at the same input position"
+        # No take_changes() ran during the replay: these are every entry it would have
+        # written, so the changelog's last value per key must be exactly these bytes
+        # (the symbol headers with their seq, every live order, the dedup window).
+        replayed = {k: v for k, v in books.take_changes().items() if v is not None}
+        if live.position == 0:
+            replayed.pop(POSITION_KEY, None)  # nothing committed yet: no position written
+        report.changelog_entries = len(durable)
+        report.changelog_equal = replayed == durable
+        if not report.changelog_equal and report.first_difference is None:
+            report.first_difference = _changelog_difference(replayed, durable)
         result.partitions.append(report)
         result.expected_trades[partition] = expected[TRADES]
         result.actual_trades[partition] = actual[TRADES]
     return result
 
 
-def _durable_books(
-    settings: Settings, topics: MatcherTopics, rules: dict[str, SymbolRules], partition: int
-) -> PartitionBooks:
+def _durable_entries(
+    settings: Settings, topics: MatcherTopics, partition: int
+) -> dict[bytes, bytes]:
+    """The changelog's committed final value per key (tombstoned keys left out)."""
     entries: dict[bytes, bytes | None] = {}
     for record in read_partition(settings, topics.changelog, partition):
         if record.key is not None:
             entries[record.key] = record.value
-    items = [(k, v) for k, v in entries.items() if v is not None]
-    return PartitionBooks.restore(partition, rules, items)
+    return {k: v for k, v in entries.items() if v is not None}
+
+
+def _changelog_difference(replayed: dict[bytes, bytes], durable: dict[bytes, bytes]) -> str:
+    for key in sorted(replayed.keys() | durable.keys()):
+        want, got = replayed.get(key), durable.get(key)
+        if want != got:
+            return f"changelog[{key.decode()}]: expected {want!r} got {got!r}"
+    return "changelog differs"
 
 
 def _first_difference(role: str, expected: list[bytes], actual: list[bytes]) -> str | None:

@@ -24,9 +24,11 @@ batch is retried with backoff and nothing is forwarded or skipped:
 back-pressure, money correctness over latency.
 
 Redelivery is safe: a reserve with the same order id and payload replays the
-original answer, and a place forwarded twice is answered by the matcher as
-``MATCHING_DUPLICATE_ORDER_ID`` with release 0 (the hold stays with the
-original order). Amends, cancels, mass cancels, admin and ticks pass through
+original answer, a granted hold or a refusal alike (the wallet stores both), and
+the matcher answers every copy of a place whose id it has answered before,
+accepted or rejected, as ``MATCHING_DUPLICATE_ORDER_ID`` with release 0: one
+order id, one hold, released or used once. A command whose partition is not its
+key's is dead-lettered ``WRONG_PARTITION`` before any hold is taken. Amends, cancels, mass cancels, admin and ticks pass through
 in order; an amend that would need a larger hold is refused by the matcher
 (``MATCHING_AMEND_EXCEEDS_HOLD``, docs/money-flow.md), so nothing is held here.
 """
@@ -48,7 +50,7 @@ from pydantic import ValidationError
 from trade_engine import metrics, tracing
 from trade_engine.agents.app import create_app, raw_topic
 from trade_engine.agents.settlement import wallet_client
-from trade_engine.agents.validation import check, dead_letter_headers
+from trade_engine.agents.validation import check, send_dead_letter
 from trade_engine.config import Settings
 from trade_engine.connectors.wallet.exceptions import WalletError
 from trade_engine.connectors.wallet.models import ReserveRequest, ReserveResponse
@@ -155,20 +157,30 @@ class RiskStage:
         backoff_base_s: float = 0.1,
         backoff_max_s: float = 5.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        partitions: int | None = None,
     ) -> None:
         self.rules = rules
+        self.partitions = partitions
         self.symbols = frozenset(rules)
         self._reserve = reserve
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self._sleep = sleep
 
-    async def decide(self, inputs: Sequence[tuple[bytes | None, bytes | None]]) -> list[Outgoing]:
-        """One ``Outgoing`` per ``(key, value)``, in input order; holds funds first."""
+    async def decide(
+        self,
+        inputs: Sequence[tuple[bytes | None, bytes | None]],
+        partitions_of: Sequence[int] | None = None,
+    ) -> list[Outgoing]:
+        """One ``Outgoing`` per ``(key, value)``, in input order; holds funds first.
+        ``partitions_of``: each input's partition, checked against its key."""
         out: list[Outgoing] = []
         pending: list[tuple[int, PlaceOrder, ReserveRequest]] = []
-        for key, value in inputs:
-            problem = check(key, value, self.symbols)
+        for index, (key, value) in enumerate(inputs):
+            partition = None if partitions_of is None else partitions_of[index]
+            problem = check(
+                key, value, self.symbols, partition=partition, partitions=self.partitions
+            )
             if problem is not None:
                 out.append(Outgoing(value, problem))
                 continue
@@ -258,7 +270,7 @@ def build(settings: Settings, *, batch_size: int = 500, within_s: float = 0.005)
     @app.agent(commands)
     async def risk(stream: faust.StreamT[bytes]) -> None:
         async with wallet_client(settings, STAGE) as wallet:
-            stage = RiskStage(rules, wallet.reserve_many)
+            stage = RiskStage(rules, wallet.reserve_many, partitions=settings.topics.partitions)
             batches = stream.take_events(batch_size, within=within_s)  # type: ignore[attr-defined]
             async for events in batches:
                 BATCH_SIZE.observe(len(events))
@@ -267,7 +279,10 @@ def build(settings: Settings, *, batch_size: int = 500, within_s: float = 0.005)
                     attributes={"te.commands": len(events)},
                     links=tracing.links([e.message.headers for e in events]),
                 ):
-                    decisions = await stage.decide([(e.key, e.value) for e in events])
+                    decisions = await stage.decide(
+                        [(e.key, e.value) for e in events],
+                        [e.message.partition for e in events],
+                    )
                 for event, decision in zip(events, decisions, strict=True):
                     if tracing.enabled():
                         await _send_traced(event, decision, accepted, dead_letter)
@@ -321,6 +336,4 @@ async def _send(
             "trace_id": header(message.headers, "trace_id"),
         },
     )
-    headers = dead_letter_headers(event, code, reason)
-    headers["dlq.stage"] = STAGE.encode()
-    await dead_letter.send(key=event.key, value=event.value, headers=headers)
+    await send_dead_letter(dead_letter, event, code, reason, STAGE)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -114,3 +115,13 @@ def _wait_for_leaders(admin: AdminClient, names: list[str], timeout_s: float) ->
             return
         time.sleep(0.1)
     raise TopicAdminError(f"topics {names} have no leader after {timeout_s}s")
+
+
+def partition_count(client: Any, topic: str, timeout_s: float = 30.0) -> int:
+    """The partition count of ``topic`` from the broker's metadata (a Consumer, Producer or
+    AdminClient); never from settings, so a check against it cannot disagree with the log."""
+    metadata = client.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    if metadata is None or metadata.error is not None or not metadata.partitions:
+        reason = "unknown topic" if metadata is None else str(metadata.error or "no partitions")
+        raise TopicAdminError(f"cannot read the partitions of {topic}: {reason}")
+    return len(metadata.partitions)

@@ -19,6 +19,11 @@ TRADES = Counter("te_matcher_trades_total", "Trades emitted", ["symbol"])
 DEAD_LETTERS = Counter(
     "te_dead_letters_total", "Messages sent to the dead-letter topic", ["stage", "code"]
 )
+DEAD_LETTER_FAILURES = Counter(
+    "te_dead_letter_send_failures_total",
+    "Dead letters the broker did not take (retried; the input partition waits)",
+    ["stage"],
+)
 BATCH_SECONDS = Histogram(
     "te_matcher_batch_seconds",
     "Time to apply and commit one batch (transaction included)",

@@ -58,7 +58,7 @@ from trade_engine.connectors.wallet.models import (
 )
 from trade_engine.ops.lag import LagReader
 from trade_engine.streams.codec import decode_command, encode, header, new_headers
-from trade_engine.streams.commands import PlaceOrder
+from trade_engine.streams.commands import CancelOrder, PlaceOrder
 from trade_engine.streams.records import ConsumedRecord
 from trade_engine.streams.topics import create_topics
 from trade_engine.tables.symbols import rules_for
@@ -507,8 +507,8 @@ def test_risk_killed_mid_run_reserves_each_order_once(pipeline: Pipeline) -> Non
     sent = {c.order_id for c in commands if isinstance(c, PlaceOrder)}
     assert {c.order_id for c in places} == sent  # no place lost on the way to the matcher
     rules = {spec.symbol: rules_for(spec) for spec in pipeline.settings.market.symbols}
-    # Funded: forwarded without a risk reject at least once (a copy refused before the kill
-    # may be funded on redelivery; the matcher only remembers the id of the accepted copy).
+    # Funded: forwarded without a risk reject (the wallet replays a refusal to every copy,
+    # so a copy refused before the kill is refused again on redelivery).
     funded = {
         c.order_id
         for c in places
@@ -630,3 +630,99 @@ def test_reconcile_reports_drift(pipeline: Pipeline, capsys: pytest.CaptureFixtu
     assert args.handler(args, pipeline.settings) == 1
     err = capsys.readouterr().err
     assert f"DRIFT: order {victim.order_id}" in err
+
+
+def _bnb(order_id: str, user: str, side: str, quantity: str, price: str, **kw: Any) -> PlaceOrder:
+    fields = {"symbol": "BNB/USDT", "order_id": order_id, "user_id": user, "side": side}
+    fields |= {"type": "LIMIT", "quantity": quantity, "price": price, **kw}
+    return PlaceOrder.model_validate(fields)
+
+
+@pytest.mark.broker
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_every_command_sent_again_in_every_pattern_holds_exactly_once(
+    pipeline: Pipeline,
+) -> None:
+    """The same commands published three times (the third after a restart of the risk
+    stage and the matcher, and after the refused user was funded): each order id is
+    answered ACCEPTED at most once, a rejected one never again, and the wallet holds
+    exactly what the open orders need.
+
+    Regression: a re-sent copy of a place first *rejected* (post-only would take; its
+    hold released) was accepted on a hold that no longer existed."""
+    dup = f"dup{uuid.uuid4().hex[:6]}"
+    commands: list[Any] = [
+        _bnb(f"{dup}-s1", "u1", "SELL", "0.100", "600.00"),  # rests, then cancelled
+        _bnb(f"{dup}-x", "u2", "BUY", "0.100", "600.00", post_only=True),  # rejected
+        CancelOrder(symbol="BNB/USDT", user_id="u1", order_id=f"{dup}-s1"),
+        _bnb(f"{dup}-s2", "u1", "SELL", "0.050", "601.00"),  # filled by f
+        _bnb(f"{dup}-f", "u2", "BUY", "0.050", "601.00"),  # fills s2: both end
+        _bnb(f"{dup}-r", "u3", "BUY", "0.010", "599.00"),  # rests: the one open order
+        _bnb(f"{dup}-p", "poor", "BUY", "1.000", "600.00"),  # the risk stage refuses it
+    ]
+
+    async def fund_bnb() -> None:
+        async with pipeline.wallet() as wallet:
+            await wallet.deposit(
+                TransferRequest(
+                    user_id="u1", asset="BNB", amount="10", idempotency_key=f"{dup}-bnb"
+                )  # type: ignore[arg-type]
+            )
+
+    asyncio.run(fund_bnb())
+    pipeline.publish(commands)
+    pipeline.wait_idle()
+    pipeline.publish(commands)  # what a crashed risk stage re-sends
+    pipeline.wait_idle()
+
+    async def fund_poor() -> None:
+        async with pipeline.wallet() as wallet:
+            await wallet.deposit(
+                TransferRequest(
+                    user_id="poor", asset="USDT", amount="10000", idempotency_key=f"{dup}-poor"
+                )  # type: ignore[arg-type]
+            )
+
+    asyncio.run(fund_poor())
+    for name, argv in (
+        ("matcher", ("trade_engine", "matcher", "run", "--worker-id", "w1", "--metrics-port", "0")),
+        ("risk", ("trade_engine.agents.money_cli", "risk", "run", "--metrics-port", "0")),
+    ):
+        pipeline.stop(name)
+        pipeline.start(name, *argv)
+    pipeline.publish(commands)
+    pipeline.wait_idle()
+    pipeline.reconcile_ok()
+
+    answers: dict[str, list[dict[str, Any]]] = {}
+    for record in pipeline.records(pipeline.settings.topic_names["executions"]):
+        execution = json.loads(record.value or b"")
+        if str(execution.get("order_id", "")).startswith(dup) and (
+            execution["kind"] == "ACCEPTED"
+            or (execution["kind"] == "REJECTED" and execution["request"] == "PLACE")
+        ):
+            answers.setdefault(execution["order_id"], []).append(execution)
+    accepted = {oid: sum(a["kind"] == "ACCEPTED" for a in got) for oid, got in answers.items()}
+    assert accepted == {
+        f"{dup}-s1": 1, f"{dup}-x": 0, f"{dup}-s2": 1, f"{dup}-f": 1, f"{dup}-r": 1, f"{dup}-p": 0,
+    }  # fmt: skip
+    first_x = answers[f"{dup}-x"][0]
+    assert first_x["code"] == "MATCHING_POST_ONLY_WOULD_TAKE"
+    assert Decimal(first_x["release"]) > 0
+    assert answers[f"{dup}-p"][0]["code"] == "RISK_INSUFFICIENT_BALANCE"
+    places = [c for c in commands if isinstance(c, PlaceOrder)]
+    for order_id in (p.order_id for p in places):
+        later = [a for a in answers[order_id] if a["kind"] == "REJECTED"][-2:]
+        assert len(later) == 2, (order_id, answers[order_id])
+        for answer in later:  # every copy: a duplicate (or the same risk refusal), release 0
+            assert answer["code"] in ("MATCHING_DUPLICATE_ORDER_ID", "RISK_INSUFFICIENT_BALANCE")
+            assert Decimal(answer["release"]) == 0
+    holds = asyncio.run(
+        pipeline.sql("SELECT order_id, remaining FROM holds WHERE order_id LIKE $1", f"{dup}-%")
+    )
+    assert {r["order_id"]: r["remaining"] for r in holds if r["remaining"]} == {
+        f"{dup}-r": Decimal("5.99")
+    }
+    assert _reserves_of(pipeline, dup) == {f"{dup}-{n}": 1 for n in ("s1", "x", "s2", "f", "r")}
+    assert pipeline.settlement_dead_letters() == []

@@ -19,6 +19,8 @@ from trade_engine.agents.validation import check
 from trade_engine.config import load_settings
 from trade_engine.streams.codec import encode, header, new_headers
 from trade_engine.streams.commands import PlaceOrder
+from trade_engine.streams.dead_letter import MAX_VALUE_BYTES
+from trade_engine.streams.partitioning import partition_for
 from trade_engine.streams.topics import create_topics
 
 SYMBOLS = frozenset({"BTC/USDT"})
@@ -49,6 +51,15 @@ def test_check_names_the_problem() -> None:
     problem = check(b"BTC/USDT", json.dumps(forged).encode(), SYMBOLS)
     assert problem is not None
     assert problem[0] == "FORBIDDEN_FIELD"
+
+
+def test_check_refuses_a_command_off_its_keys_partition() -> None:
+    good = encode(_place("o1"))
+    home = partition_for(b"BTC/USDT", 4)
+    assert check(b"BTC/USDT", good, SYMBOLS, partition=home, partitions=4) is None
+    problem = check(b"BTC/USDT", good, SYMBOLS, partition=(home + 1) % 4, partitions=4)
+    assert problem is not None
+    assert problem[0] == "WRONG_PARTITION"
 
 
 def _drain(conf: dict[str, object], topic: str, partitions: int, expect: int) -> list[object]:
@@ -86,6 +97,16 @@ def test_stage_forwards_in_order_and_dead_letters_bad_input(tmp_path: Path) -> N
         )
     producer.produce(names["commands"], key="BTC/USDT", value=b"not json")
     producer.produce(names["commands"], key="ETH/USDT", value=encode(_place("x")))
+    home = partition_for(b"BTC/USDT", settings.topics.partitions)
+    stray = (home + 1) % settings.topics.partitions
+    producer.produce(
+        names["commands"], key="BTC/USDT", value=encode(_place("stray")), partition=stray
+    )
+    # About 1 MB: the broker takes it, a dead letter of it whole would not fit.
+    huge = encode(_place("huge")).replace(b'"huge"', b'"' + b"h" * 1_000_000 + b'"')
+    big = Producer({**conf, "message.max.bytes": 2_000_000})
+    big.produce(names["commands"], key="BTC/USDT", value=huge, partition=home)
+    assert big.flush(30) == 0
     producer.flush(30)
 
     worker = subprocess.Popen(
@@ -96,7 +117,7 @@ def test_stage_forwards_in_order_and_dead_letters_bad_input(tmp_path: Path) -> N
     )
     try:
         accepted = _drain(conf, names["accepted"], settings.topics.partitions, 200)
-        dead = _drain(conf, names["dead_letter"], settings.topics.partitions, 2)
+        dead = _drain(conf, names["dead_letter"], settings.topics.partitions, 4)
     finally:
         worker.terminate()
         worker.wait(30)
@@ -104,7 +125,10 @@ def test_stage_forwards_in_order_and_dead_letters_bad_input(tmp_path: Path) -> N
     assert [m.value() for m in accepted] == [encode(_place(f"o{i}")) for i in range(200)]  # type: ignore[attr-defined]
     assert header(accepted[0].headers(), "trace_id") == "trace-0"  # type: ignore[attr-defined]
     codes = sorted(header(m.headers(), "dlq.code") or "" for m in dead)  # type: ignore[attr-defined]
-    assert codes == ["DECODE_INVALID", "KEY_SYMBOL_MISMATCH"]
+    assert codes == ["DECODE_INVALID", "DECODE_TOO_LARGE", "KEY_SYMBOL_MISMATCH", "WRONG_PARTITION"]
+    (letter,) = [m for m in dead if header(m.headers(), "dlq.code") == "DECODE_TOO_LARGE"]  # type: ignore[attr-defined]
+    assert header(letter.headers(), "dlq.original_size") == str(len(huge))  # type: ignore[attr-defined]
+    assert letter.value() == huge[:MAX_VALUE_BYTES]  # type: ignore[attr-defined]
 
 
 @pytest.mark.broker

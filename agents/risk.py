@@ -28,9 +28,10 @@ original answer, a granted hold or a refusal alike (the wallet stores both), and
 the matcher answers every copy of a place whose id it has answered before,
 accepted or rejected, as ``MATCHING_DUPLICATE_ORDER_ID`` with release 0: one
 order id, one hold, released or used once. A command whose partition is not its
-key's is dead-lettered ``WRONG_PARTITION`` before any hold is taken. Amends, cancels, mass cancels, admin and ticks pass through
-in order; an amend that would need a larger hold is refused by the matcher
-(``MATCHING_AMEND_EXCEEDS_HOLD``, docs/money-flow.md), so nothing is held here.
+key's is dead-lettered ``WRONG_PARTITION`` before any hold is taken. Amends,
+cancels, mass cancels, admin and ticks pass through in order; an amend that
+would need a larger hold is refused by the matcher (``MATCHING_AMEND_EXCEEDS_HOLD``,
+docs/money-flow.md), so nothing is held here.
 """
 
 from __future__ import annotations

@@ -183,17 +183,24 @@ class MarketSettings(_Section):
         return None
 
 
+# The default HS256 secret. It is committed in this repository, so anyone can mint
+# tokens with it: the gateway refuses to start with it unless ``gateway.dev_mode``.
+DEV_HS256_SECRET = "dev-gateway-secret-change-me-0123456789abcdef"  # noqa: S105 (public on purpose)
+
+
 class GatewayAuthSettings(_Section):
     """JWT verification. ``algorithms`` is the pinned list: a token whose header names
     any other algorithm (``none``, HS256 when only RS256 is allowed...) is refused.
 
     HS256 with ``hs256_secret`` is for development (``trade-engine gateway token``
     mints such tokens); production uses RS256 with the identity provider's public
-    keys in ``jwks_file`` (a JWKS document; tokens must name their ``kid``).
+    keys in ``jwks_file`` (a JWKS document; tokens must name their ``kid``). The
+    default secret (``DEV_HS256_SECRET``) is public: the gateway starts with it only
+    in development mode (``gateway.dev_mode``).
     """
 
     algorithms: list[Literal["HS256", "RS256"]] = Field(default=["HS256"], min_length=1)
-    hs256_secret: SecretStr | None = SecretStr("dev-gateway-secret-change-me-0123456789abcdef")
+    hs256_secret: SecretStr | None = SecretStr(DEV_HS256_SECRET)
     jwks_file: Path | None = None
     audience: str = "trade-engine"
     issuer: str = "trade-engine-dev"
@@ -227,8 +234,13 @@ class GatewaySettings(_Section):
     ``redis_url`` (e.g. ``redis://127.0.0.1:6379/0``) shares rate limits and
     idempotency records between gateway processes; without it they live in the
     process, so only one process may run.
+
+    ``dev_mode`` (``TE_GATEWAY__DEV_MODE``, or ``gateway run --dev-mode``) allows
+    the gateway to start with the development HS256 secret committed in this
+    repository; never set it where real users connect.
     """
 
+    dev_mode: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     redis_url: str | None = None

@@ -13,6 +13,15 @@ with no ASGI server to add. Per request:
    first (a flood of bad tokens is limited by IP), then 401. Rate headers go on
    every limited response (not on a WebSocket's 101).
 3. The handler.
+
+Requests aiohttp's HTTP parser refuses before any of this runs (a header or the
+request line above ``MAX_FIELD_BYTES``, too many headers, malformed HTTP) get the
+same error body from ``GatewayRunner``: 431 ``HEADER_TOO_LARGE`` or 400
+``BAD_HTTP_REQUEST``, never aiohttp's bare text (which echoes the offending bytes,
+a bearer token's included).
+
+``create_app`` refuses to build a gateway that would verify HS256 tokens with the
+development secret committed in this repository unless ``gateway.dev_mode`` is set.
 """
 
 from __future__ import annotations
@@ -22,14 +31,18 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 import asyncpg
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from trade_engine.config import Settings
 from trade_engine.connectors.gateway import metrics
-from trade_engine.connectors.gateway.auth import JwtAuthenticator, bearer_token
+from trade_engine.connectors.gateway.auth import JwtAuthenticator, bearer_token, refuse_dev_secret
 from trade_engine.connectors.gateway.common import RESOURCES, Resources, respond
 from trade_engine.connectors.gateway.context import AUTHENTICATOR, SETTINGS, Principal
 from trade_engine.connectors.gateway.exceptions import (
@@ -55,7 +68,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
 # Large enough that an oversized token reaches the authenticator (a 401 with its
-# code) instead of the HTTP parser (a bare 400).
+# code); anything longer is refused by the HTTP parser (431, ``GatewayRunner``).
 MAX_FIELD_BYTES = 32 * 1024
 RUNNER_ARGS: dict[str, Any] = {"max_field_size": MAX_FIELD_BYTES, "max_line_size": MAX_FIELD_BYTES}
 
@@ -76,7 +89,11 @@ def create_app(
     and the market-data followers, which read the executions and ``te.md.*`` topics from
     startup on. Off only for tests of the REST half alone: its routes then answer 503
     ``MARKET_DATA_UNAVAILABLE`` and ``?wait=true`` 501 ``WAIT_NOT_AVAILABLE``.
+
+    ``ConfigError`` when HS256 would use the committed development secret outside
+    ``gateway.dev_mode`` (``auth.refuse_dev_secret``).
     """
+    refuse_dev_secret(settings.gateway)
     app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
     app[AUTHENTICATOR] = JwtAuthenticator(settings.gateway.auth)
@@ -211,6 +228,82 @@ async def _errors(request: web.Request, handler: _Middleware) -> web.StreamRespo
     return response
 
 
+class _JsonErrorsRequestHandler(RequestHandler):
+    """aiohttp's connection protocol, answering what it refuses itself (before the
+    application and its middleware see a request) with the gateway's error body."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if isinstance(exc, BadHttpMessage) and status < 500:
+            if request.writer.output_size > 0:  # as aiohttp: too late for another response
+                raise ConnectionError("response already started, cannot send an error")
+            status, body = _parser_error(exc)
+            # No exception text: aiohttp's message quotes the refused bytes (a token's too).
+            log.info(
+                "gateway refused an unparsable request",
+                extra={"code": body["code"], "remote": request.remote},
+            )
+            route = "unparsed"
+        else:  # a handler failure the middleware did not render (aiohttp logs it)
+            super().handle_error(request, status, exc, message)
+            code = "INTERNAL_ERROR" if status == 500 else _status_code(status)
+            body = {"error": HTTPStatus(status).phrase.lower(), "code": code, "details": {}}
+            route = "unhandled"
+        metrics.HTTP_REQUESTS.labels("-", route, str(status)).inc()
+        response = respond(body, status)
+        response.force_close()
+        return response
+
+
+def _parser_error(exc: BadHttpMessage) -> tuple[int, dict[str, Any]]:
+    if isinstance(exc, LineTooLong) or "too many headers" in exc.message.lower():
+        return 431, {
+            "error": "request header fields too large",
+            "code": "HEADER_TOO_LARGE",
+            "details": {"max_field_bytes": MAX_FIELD_BYTES},
+        }
+    return 400, {"error": "malformed HTTP request", "code": "BAD_HTTP_REQUEST", "details": {}}
+
+
+def _status_code(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.upper().replace(" ", "_")
+    except ValueError:
+        return "HTTP_ERROR"
+
+
+class _JsonErrorsServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _JsonErrorsRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class GatewayRunner(web.AppRunner):
+    """``web.AppRunner`` with the gateway's HTTP limits (``RUNNER_ARGS``, overridable)
+    whose connections render the HTTP parser's refusals as the standard error body.
+
+    aiohttp answers a request its parser refuses (``LineTooLong``, ``BadHttpMessage``)
+    from its connection protocol, before any application code or middleware runs;
+    ``RequestHandler.handle_error`` is the one place that sees it.
+    """
+
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        super().__init__(app, **(RUNNER_ARGS | kwargs))
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # The application's own server (startup, handler, request factory, limits),
+        # handing each connection to the protocol above.
+        server.__class__ = _JsonErrorsServer
+        return server
+
+
 def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = False) -> None:
     """Run one gateway process until SIGINT/SIGTERM (``reuse_port``: several processes
     share the port; the kernel spreads connections between them)."""
@@ -218,7 +311,7 @@ def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = False)
 
 
 async def _serve(app: web.Application, host: str, port: int, reuse_port: bool) -> None:
-    runner = web.AppRunner(app, access_log=None, **RUNNER_ARGS)
+    runner = GatewayRunner(app, access_log=None)
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

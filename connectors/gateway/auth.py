@@ -30,11 +30,12 @@ from typing import Any
 import jwt
 from jwt import PyJWK
 
-from trade_engine.config import GatewayAuthSettings
+from trade_engine.config import DEV_HS256_SECRET, GatewayAuthSettings, GatewaySettings
 from trade_engine.connectors.gateway.context import Principal
 from trade_engine.connectors.gateway.exceptions import AuthError
+from trade_engine.errors import ConfigError
 
-# A user id valid in every place it travels: wire commands (``[\w.:-]{1,64}``) and
+# A user id valid in every place it travels: wire commands (``[A-Za-z0-9_.:-]{1,64}``) and
 # the wallet (``[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}``).
 USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _REQUIRED = ["exp", "sub", "aud", "iss"]
@@ -61,6 +62,24 @@ def bearer_token(authorization: str | None) -> str:
     if scheme.lower() != "bearer" or not token:
         raise AuthError("expected 'Authorization: Bearer <token>'", code="AUTH_MISSING_TOKEN")
     return token
+
+
+def refuse_dev_secret(settings: GatewaySettings) -> None:
+    """``ConfigError`` when HS256 would verify tokens with the development secret
+    committed in this repository (anyone could mint any user's token) and
+    ``gateway.dev_mode`` is off. Checked before the gateway serves anything."""
+    auth = settings.auth
+    if settings.dev_mode or "HS256" not in auth.algorithms or auth.hs256_secret is None:
+        return
+    if auth.hs256_secret.get_secret_value() == DEV_HS256_SECRET:
+        raise ConfigError(
+            "gateway.auth.hs256_secret",
+            "is the development secret committed in the repository, so anyone can mint "
+            "tokens with it: set a secret of your own of at least 32 characters "
+            "(TE_GATEWAY__AUTH__HS256_SECRET) or use RS256 (gateway.auth.algorithms, "
+            "gateway.auth.jwks_file); for local development only, set gateway.dev_mode "
+            "(TE_GATEWAY__DEV_MODE=true or 'gateway run --dev-mode')",
+        )
 
 
 class JwtAuthenticator:

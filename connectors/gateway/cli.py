@@ -2,7 +2,9 @@
 
 ``run --workers N`` starts N processes sharing one port (``SO_REUSEPORT``); they
 share rate limits and idempotency records only through Redis, so N > 1 needs
-``gateway.redis_url``.
+``gateway.redis_url``. ``run`` refuses to start with the development HS256 secret
+committed in this repository unless ``gateway.dev_mode`` (``TE_GATEWAY__DEV_MODE``,
+or ``--dev-mode``) is set.
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ def add_gateway_commands(sub: SubParsers) -> None:
     run.add_argument(
         "--workers", type=int, default=1, help="processes sharing the port (>1 needs Redis)"
     )
+    run.add_argument(
+        "--dev-mode",
+        action="store_true",
+        help="allow the development HS256 secret (gateway.dev_mode, TE_GATEWAY__DEV_MODE); "
+        "local development only",
+    )
     run.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     run.set_defaults(handler=_cmd_run)
 
@@ -45,7 +53,12 @@ def add_gateway_commands(sub: SubParsers) -> None:
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from trade_engine import logs
     from trade_engine.connectors.gateway.app import serve
+    from trade_engine.connectors.gateway.auth import refuse_dev_secret
 
+    if args.dev_mode:
+        gateway = settings.gateway.model_copy(update={"dev_mode": True})
+        settings = settings.model_copy(update={"gateway": gateway})
+    refuse_dev_secret(settings.gateway)  # before any worker starts: ConfigError, exit 2
     host = args.host or settings.gateway.host
     port = args.port or settings.gateway.port
     if args.workers < 1:
@@ -80,6 +93,7 @@ def _run_workers(args: argparse.Namespace, host: str, port: int) -> int:
         "--port",
         str(port),
         "--reuse-port",
+        *(["--dev-mode"] if args.dev_mode else []),
     ]
     children = [subprocess.Popen(command, env=env) for _ in range(args.workers)]
 

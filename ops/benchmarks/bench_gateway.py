@@ -258,6 +258,7 @@ def start_gateway(args: argparse.Namespace, prefix: str, schema: str) -> subproc
         **os.environ,
         "TE_TOPICS__PREFIX": prefix,
         "TE_GATEWAY__POSTGRES_SCHEMA": schema,
+        "TE_GATEWAY__DEV_MODE": "true",  # tokens signed with the development secret
         "TE_GATEWAY__RATE_LIMIT__USER_PER_S": "1000000",
         "TE_GATEWAY__RATE_LIMIT__USER_BURST": "1000000",
         "TE_GATEWAY__RATE_LIMIT__IP_PER_S": "1000000",

@@ -1,5 +1,8 @@
 """Gateway fixtures: an app on its own topic prefix and history schema, real Kafka and
-PostgreSQL, clients holding tokens, and a reader of what reached the command topic."""
+PostgreSQL, clients holding tokens, and a reader of what reached the command topic.
+
+Gateways here run in development mode (``gateway.dev_mode``): their tokens are signed
+with the development secret, which the gateway refuses outside that mode."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from trade_engine.config import Settings, load_settings
-from trade_engine.connectors.gateway.app import RUNNER_ARGS, create_app
+from trade_engine.connectors.gateway.app import GatewayRunner, create_app
 from trade_engine.connectors.gateway.auth import mint_token
 from trade_engine.migrations.runner import migrate_schema
 from trade_engine.streams.topics import create_topics
@@ -66,8 +69,16 @@ def gateway_settings(prefix: str, schema: str, **gateway: Any) -> Settings:
     )
     return load_settings(
         topics={"prefix": prefix, "partitions": 4},
-        gateway={"postgres_schema": schema, "rate_limit": limits, **gateway},
+        gateway={"dev_mode": True, "postgres_schema": schema, "rate_limit": limits, **gateway},
     )
+
+
+class GatewayTestServer(TestServer):
+    """``TestServer`` on the gateway's own runner (``GatewayRunner``: its header limits and
+    the error body for requests the HTTP parser refuses), as ``trade-engine gateway run``."""
+
+    async def _make_runner(self, **kwargs: Any) -> GatewayRunner:
+        return GatewayRunner(self.app, **kwargs)
 
 
 def make_env(settings: Settings) -> tuple[str, str]:
@@ -118,8 +129,8 @@ async def gateway(gateway_env: Callable[..., tuple[str, str]]) -> AsyncIterator[
     prefix, schema = gateway_env()
     settings = gateway_settings(prefix, schema)
     app = create_app(settings)
-    server = TestServer(app)
-    await server.start_server(**RUNNER_ARGS)  # the server's own header limits
+    server = GatewayTestServer(app)
+    await server.start_server()
     async with TestClient(server) as client:
         yield Gateway(settings, client, schema)
 

@@ -1,8 +1,11 @@
 """The JWT attack set: every token below is refused with its own 401 code, before any
-order can reach Kafka (the app-level test checks the command topic stays empty)."""
+order can reach Kafka (the app-level test checks the command topic stays empty); the
+gateway never starts with the development secret outside development mode; headers
+too long for the HTTP parser still get the standard error body."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -16,9 +19,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from trade_engine.config import GatewayAuthSettings
+from trade_engine import logs
+from trade_engine.cli import main
+from trade_engine.config import DEV_HS256_SECRET, GatewayAuthSettings, Settings, load_settings
+from trade_engine.connectors.gateway import app as gateway_app
+from trade_engine.connectors.gateway.app import MAX_FIELD_BYTES, create_app
 from trade_engine.connectors.gateway.auth import JwtAuthenticator, bearer_token, mint_token
 from trade_engine.connectors.gateway.exceptions import AuthError
+from trade_engine.errors import ConfigError
 
 from .conftest import LIMIT_ORDER, Gateway
 
@@ -221,3 +229,121 @@ async def test_attack_tokens_get_401_and_nothing_reaches_kafka(gateway: Gateway)
     assert resp.status == 401
     assert (await resp.json())["code"] == "AUTH_MISSING_TOKEN"
     assert gateway.commands(wait_s=1.0) == []
+
+
+# -- the development secret ---------------------------------------------------------
+
+
+@pytest.fixture
+def no_dev_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TE_GATEWAY__DEV_MODE", "TE_GATEWAY__AUTH__HS256_SECRET", "TE_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.usefixtures("no_dev_env")
+def test_gateway_refuses_the_committed_dev_secret_outside_dev_mode() -> None:
+    settings = load_settings()
+    assert settings.gateway.auth.hs256_secret is not None
+    assert settings.gateway.auth.hs256_secret.get_secret_value() == DEV_HS256_SECRET
+    assert not settings.gateway.dev_mode
+    with pytest.raises(ConfigError) as err:
+        create_app(settings, market_data=False)
+    assert err.value.setting == "gateway.auth.hs256_secret"
+    assert "TE_GATEWAY__DEV_MODE" in str(err.value)
+    assert DEV_HS256_SECRET not in str(err.value)
+    # The same secret given explicitly is just as public.
+    explicit = load_settings(gateway={"auth": {"hs256_secret": DEV_HS256_SECRET}})
+    with pytest.raises(ConfigError):
+        create_app(explicit, market_data=False)
+
+
+@pytest.mark.usefixtures("no_dev_env")
+def test_gateway_starts_in_dev_mode_or_with_a_secret_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, jwks_file: Path
+) -> None:
+    create_app(load_settings(gateway={"dev_mode": True}), market_data=False)
+    create_app(load_settings(gateway={"auth": {"hs256_secret": SECRET}}), market_data=False)
+    # RS256 only: the (default) HS256 secret verifies nothing.
+    rs256 = {"algorithms": ["RS256"], "jwks_file": str(jwks_file)}
+    create_app(load_settings(gateway={"auth": rs256}), market_data=False)
+    monkeypatch.setenv("TE_GATEWAY__DEV_MODE", "true")
+    assert load_settings().gateway.dev_mode
+    create_app(load_settings(), market_data=False)
+
+
+@pytest.mark.usefixtures("no_dev_env")
+def test_gateway_run_refuses_the_dev_secret_unless_dev_mode(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    served: list[Settings] = []
+
+    def fake_serve(settings: Settings, host: str, port: int, *, reuse_port: bool = False) -> None:
+        served.append(settings)
+
+    monkeypatch.setattr(gateway_app, "serve", fake_serve)
+    monkeypatch.setattr(logs, "configure", lambda level: None)
+    assert main(["gateway", "run"]) == 2
+    assert served == []
+    err = capsys.readouterr().err
+    assert "gateway.auth.hs256_secret" in err
+    assert "TE_GATEWAY__DEV_MODE" in err
+    assert main(["gateway", "run", "--dev-mode"]) == 0
+    assert [s.gateway.dev_mode for s in served] == [True]
+    monkeypatch.setenv("TE_GATEWAY__DEV_MODE", "1")
+    assert main(["gateway", "run"]) == 0
+    assert len(served) == 2
+
+
+# -- headers the HTTP parser refuses --------------------------------------------------
+
+
+@pytest.mark.broker
+@pytest.mark.postgres
+async def test_oversized_headers_get_431_with_the_error_body(gateway: Gateway) -> None:
+    token = "Z" * 60_000  # 60 KB: beyond the parser's limit, not just max_token_bytes
+    resp = await gateway.client.post(
+        "/api/v1/orders", json=LIMIT_ORDER, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert resp.status == 431
+    assert resp.content_type == "application/json"
+    text = await resp.text()
+    assert "ZZZZ" not in text  # aiohttp's own answer quotes the refused bytes
+    assert json.loads(text) == {
+        "error": "request header fields too large",
+        "code": "HEADER_TOO_LARGE",
+        "details": {"max_field_bytes": MAX_FIELD_BYTES},
+    }
+    resp = await gateway.client.get("/api/v1/symbols", headers={"X-Padding": "p" * 60_000})
+    assert resp.status == 431
+    assert (await resp.json())["code"] == "HEADER_TOO_LARGE"
+    # Below the parser's limit the authenticator answers, as before.
+    resp = await gateway.client.post(
+        "/api/v1/orders", json=LIMIT_ORDER, headers={"Authorization": "Bearer " + "Z" * 20_000}
+    )
+    assert resp.status == 401
+    assert (await resp.json())["code"] == "AUTH_TOKEN_TOO_LARGE"
+    # The gateway still serves on (each refusal closed only its own connection).
+    resp = await gateway.client.get("/api/v1/symbols")
+    assert resp.status == 200
+    assert gateway.commands(wait_s=1.0) == []
+
+
+@pytest.mark.broker
+@pytest.mark.postgres
+async def test_malformed_http_gets_400_with_the_error_body(gateway: Gateway) -> None:
+    server = gateway.client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header Name: v\r\n\r\n")
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") or head.startswith(b"HTTP/1.0 400"), head
+    assert b"application/json" in head
+    assert json.loads(body) == {
+        "error": "malformed HTTP request",
+        "code": "BAD_HTTP_REQUEST",
+        "details": {},
+    }

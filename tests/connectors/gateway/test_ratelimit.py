@@ -142,6 +142,7 @@ def test_limit_is_shared_by_two_gateway_processes(
         "TE_TOPICS__PREFIX": prefix,
         "TE_GATEWAY__POSTGRES_SCHEMA": schema,
         "TE_GATEWAY__REDIS_URL": redis_server,
+        "TE_GATEWAY__DEV_MODE": "true",  # the tokens below use the development secret
         "TE_GATEWAY__RATE_LIMIT__USER_PER_S": "0.5",
         "TE_GATEWAY__RATE_LIMIT__USER_BURST": "6",
         "TE_LOG_LEVEL": "WARNING",

@@ -28,8 +28,9 @@ def encode(message: BaseModel) -> bytes:
 
 
 def decode_command(raw: bytes | None) -> Command:
-    """Bytes from ``te.commands`` to a command model, or ``DecodeError`` with a stable code."""
-    if raw is None:
+    """Bytes from ``te.commands`` to a command model, or ``DecodeError`` with a stable code:
+    ``DECODE_EMPTY`` (no value: null or zero bytes), ``DECODE_TOO_LARGE``, ``DECODE_INVALID``."""
+    if not raw:
         raise DecodeError("DECODE_EMPTY", "message has no value")
     if len(raw) > MAX_MESSAGE_BYTES:
         raise DecodeError("DECODE_TOO_LARGE", f"message of {len(raw)} bytes exceeds the limit")

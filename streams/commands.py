@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
 from trade_engine.tables.matching.commands import (
     AmendRequest,
@@ -34,13 +34,19 @@ from trade_engine.tables.matching.rules import SymbolRules
 
 SCHEMA_VERSION: Final = 1
 
+# Patterns are written so that every regex dialect reads them alike: explicit ASCII
+# classes, never \w or \d (ASCII in the JSON Schema's ECMA-262 dialect, Unicode in
+# pydantic's Rust engine and in Python's re, where "заказ" would pass).
+#
 # A plain non-negative decimal: at most 18 integer and 18 fraction digits, no
 # exponent, no sign, no leading zeros. A string like "1e999999999" never reaches int().
 DecimalStr = Annotated[
     str,
     StringConstraints(pattern=r"^(0|[1-9][0-9]{0,17})(\.[0-9]{1,18})?$", max_length=37),
 ]
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\w.:\-]+$")]
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
+]
 Symbol = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}$")]
 
 
@@ -87,7 +93,8 @@ class PlaceOrder(_Command):
     )
     price: DecimalStr | None = None
     stop_price: DecimalStr | None = None
-    post_only: bool = False
+    # A JSON true/false only: lax bool would read "yes", "on", 1 as true (schema: boolean).
+    post_only: StrictBool = False
     stp_mode: StpMode = StpMode.NONE
     expire_at: UtcTimestamp | None = Field(default=None, description="GTD only.")
     risk_reject: RiskReject | None = None

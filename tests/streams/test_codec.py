@@ -51,6 +51,22 @@ def test_place_round_trips() -> None:
         {"symbol": "btc-usdt"},
         {"unknown_field": 1},
         {"ts": "2026-11-22T10:00:00+02:00"},
+        # Booleans are JSON booleans (schema: "type": "boolean"), never coerced.
+        {"post_only": "yes"},
+        {"post_only": "true"},
+        {"post_only": "1"},
+        {"post_only": 1},
+        {"post_only": 0},
+        {"post_only": None},
+        # Ids are ASCII (schema: "^[A-Za-z0-9_.:\\-]+$"); Unicode letters and digits are not.
+        {"order_id": "заказ-1"},
+        {"order_id": "o٣"},
+        {"order_id": "\uff4f1"},  # fullwidth o
+        {"client_order_id": "клиент"},
+        {"user_id": "пользователь"},
+        {"order_id": "o 1"},
+        {"order_id": ""},
+        {"order_id": "o" * 65},
     ],
 )
 def test_bad_commands_get_a_stable_code(changes: dict[str, object]) -> None:
@@ -59,10 +75,34 @@ def test_bad_commands_get_a_stable_code(changes: dict[str, object]) -> None:
     assert excinfo.value.code == "DECODE_INVALID"
 
 
+def test_post_only_and_ascii_ids_decode() -> None:
+    for flag in (True, False):
+        command = decode_command(_raw(post_only=flag))
+        assert isinstance(command, PlaceOrder)
+        assert command.post_only is flag
+    ids = {"order_id": "A-z_0.9:x", "client_order_id": "c-1", "user_id": "u_1:x"}
+    command = decode_command(_raw(**ids))
+    assert isinstance(command, PlaceOrder)
+    assert (command.order_id, command.client_order_id, command.user_id) == tuple(ids.values())
+
+
+def test_other_commands_refuse_non_ascii_ids() -> None:
+    for raw in (
+        '{"cmd":"cancel","symbol":"ETH/USDT","user_id":"юзер","order_id":"o"}',
+        '{"cmd":"cancel","symbol":"ETH/USDT","user_id":"u","client_order_id":"ид"}',
+        '{"cmd":"amend","symbol":"ETH/USDT","user_id":"u","order_id":"ордер","price":"1"}',
+        '{"cmd":"mass_cancel","symbol":"ETH/USDT","user_id":"ü"}',
+    ):
+        with pytest.raises(DecodeError) as excinfo:
+            decode_command(raw.encode())
+        assert excinfo.value.code == "DECODE_INVALID", raw
+
+
 @pytest.mark.parametrize(
     ("raw", "code"),
     [
         (None, "DECODE_EMPTY"),
+        (b"", "DECODE_EMPTY"),
         (b"{", "DECODE_INVALID"),
         (b"\xff\xfe", "DECODE_INVALID"),
         (b"[]", "DECODE_INVALID"),

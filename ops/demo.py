@@ -6,6 +6,10 @@ and prints, every two seconds: the rate of each topic, order->execution
 latency (from the command's log timestamp to its first execution record, as a
 read_committed reader sees it) and each stage's consumer lag. Ctrl-C stops
 everything cleanly.
+
+The workers are supervised: one that exits is restarted after a backoff (1 s,
+2 s, 4 s ... at most 30 s); only a worker that keeps failing within seconds of
+its start (5 times in a row) stops the demo, with a non-zero exit status.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -31,7 +36,7 @@ from confluent_kafka import Consumer
 from trade_engine.config import Settings
 from trade_engine.connectors.wallet.client import WalletClient
 from trade_engine.connectors.wallet.models import TransferRequest
-from trade_engine.ops.lag import LagReader, engine_groups
+from trade_engine.ops.lag import LagReader
 from trade_engine.streams.topics import create_topics
 
 REFRESH_S = 2.0
@@ -88,13 +93,137 @@ def _millis(rfc3339: str) -> int:
     return int(datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp() * 1000)
 
 
-def _spawn(args: list[str], log_name: str, settings: Settings) -> subprocess.Popen[bytes]:
+# ------------------------------------------------------------------ supervision
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    restart: bool
+    delay_s: float = 0.0
+    reason: str = ""
+
+
+@dataclass
+class RestartPolicy:
+    """When to restart a worker that exited, and when to give up on it.
+
+    The delay doubles with each failure in a row (``base_delay_s`` ... at most
+    ``max_delay_s``) and starts over once a run lasted ``healthy_after_s``. A run
+    shorter than ``fast_failure_s`` is a fast failure; ``max_fast_failures`` of them
+    in a row and the worker is given up on. Pure: times are passed in.
+    """
+
+    base_delay_s: float = 1.0
+    max_delay_s: float = 30.0
+    fast_failure_s: float = 10.0
+    max_fast_failures: int = 5
+    healthy_after_s: float = 60.0
+    failures: int = 0  # in a row, since the last healthy run
+    fast_failures: int = 0  # in a row
+    restarts: int = 0
+
+    def on_exit(self, started_at: float, exited_at: float) -> Decision:
+        ran = exited_at - started_at
+        if ran >= self.healthy_after_s:
+            self.failures = 0
+        self.failures += 1
+        self.fast_failures = self.fast_failures + 1 if ran < self.fast_failure_s else 0
+        if self.fast_failures >= self.max_fast_failures:
+            return Decision(
+                False,
+                reason=f"{self.fast_failures} failures in a row, each within "
+                f"{self.fast_failure_s:g}s of its start",
+            )
+        self.restarts += 1
+        delay = min(self.base_delay_s * 2 ** (self.failures - 1), self.max_delay_s)
+        return Decision(True, delay)
+
+
+@dataclass
+class Worker:
+    """A supervised process: how to start it, its current process, its policy."""
+
+    start: Callable[[], subprocess.Popen[bytes]]
+    log: str = ""
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    proc: subprocess.Popen[bytes] | None = None  # None: waiting for its restart
+    started_at: float = 0.0
+    restart_at: float = 0.0
+    restarts: int = 0
+
+    def launch(self, now: float) -> Worker:
+        self.proc = self.start()
+        self.started_at = now
+        return self
+
+
+class Supervisor:
+    """Restarts workers that exit, as their RestartPolicy says; ``poll`` often."""
+
+    def __init__(
+        self,
+        workers: dict[str, Worker],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        out: Callable[[str], None] = print,
+    ) -> None:
+        self.workers = workers
+        self.clock = clock
+        self.out = out
+
+    def poll(self) -> str | None:
+        """Restart what exited or is due; a message when a worker is given up on."""
+        now = self.clock()
+        for name, worker in self.workers.items():
+            if worker.proc is None:
+                if now >= worker.restart_at:
+                    worker.launch(now)
+                    worker.restarts += 1
+                    self.out(f"supervisor: {name} restarted (restart {worker.restarts})")
+                continue
+            code = worker.proc.poll()
+            if code is None:
+                continue
+            ran = now - worker.started_at
+            see = f"; see {worker.log}" if worker.log else ""
+            decision = worker.policy.on_exit(worker.started_at, now)
+            if not decision.restart:
+                message = (
+                    f"supervisor: {name} exited with code {code} after {ran:.1f}s: "
+                    f"{decision.reason}; giving up{see}"
+                )
+                self.out(message)
+                return message
+            worker.proc = None
+            worker.restart_at = now + decision.delay_s
+            self.out(
+                f"supervisor: {name} exited with code {code} after {ran:.1f}s; "
+                f"restarting in {decision.delay_s:g}s{see}"
+            )
+        return None
+
+    def restarts(self) -> dict[str, int]:
+        return {n: w.restarts for n, w in self.workers.items() if w.restarts}
+
+    def stop(self, *, last: Iterable[str] = ()) -> None:
+        """Stop every worker, the ``last`` ones after all the others."""
+        late = set(last)
+        _stop([w.proc for n, w in self.workers.items() if n not in late and w.proc is not None])
+        _stop([w.proc for n, w in self.workers.items() if n in late and w.proc is not None])
+
+
+def _spawn(args: list[str], log_name: str, settings: Settings) -> Worker:
     log_dir = settings.state_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    log_file = (log_dir / log_name).open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "trade_engine", *args], stdout=log_file, stderr=log_file
-    )
+    log_path = log_dir / log_name
+
+    def start() -> subprocess.Popen[bytes]:
+        with log_path.open("ab") as log_file:  # the child keeps its own descriptor
+            return subprocess.Popen(
+                [sys.executable, "-m", "trade_engine", *args], stdout=log_file, stderr=log_file
+            )
+
+    return Worker(start, log=str(log_path)).launch(time.monotonic())
 
 
 DEMO_USERS = 100
@@ -149,7 +278,7 @@ def run_demo(settings: Settings, rate: float, seed: int, duration_s: float | Non
     try:
         asyncio.run(_fund_users(settings, DEMO_USERS))
     except Exception:
-        wallet.terminate()
+        _stop([wallet.proc] if wallet.proc is not None else [])
         raise
     print(f"funded users u1..u{DEMO_USERS} in the wallet service ({settings.wallet.url})")
     children = {
@@ -187,7 +316,8 @@ def run_demo(settings: Settings, rate: float, seed: int, duration_s: float | Non
             settings,
         ),
         # One gateway process: its rate limits and idempotency records stay in memory.
-        "gateway": _spawn(["gateway", "run"], "gateway.log", settings),
+        # --dev-mode: the demo's tokens use the development secret committed here.
+        "gateway": _spawn(["gateway", "run", "--dev-mode"], "gateway.log", settings),
         "lag-exporter": _spawn(
             [
                 "lag",
@@ -250,14 +380,13 @@ def run_demo(settings: Settings, rate: float, seed: int, duration_s: float | Non
         ),
     }
     _print_gateway_help(settings)
+    supervisor = Supervisor(children)
     try:
-        return _monitor(settings, children, duration_s)
+        return _monitor(settings, supervisor, duration_s)
     finally:
         # The wallet goes last: settlement and risk finish their batch against it
         # instead of retrying a stopped service until they are killed.
-        workers = [p for name, p in children.items() if name != "wallet"]
-        _stop(workers)
-        _stop([wallet])
+        supervisor.stop(last=["wallet"])
         print("stopped")
 
 
@@ -289,9 +418,10 @@ def _print_gateway_help(settings: Settings) -> None:
     )
 
 
-def _monitor(
-    settings: Settings, children: dict[str, subprocess.Popen[bytes]], duration_s: float | None
-) -> int:
+SUPERVISE_S = 0.2
+
+
+def _monitor(settings: Settings, supervisor: Supervisor, duration_s: float | None) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -306,34 +436,37 @@ def _monitor(
     names = settings.topic_names
     roles = ["commands", "accepted", "executions", "trades", "dead_letter"]
     previous = {role: reader.end_offsets(names[role]) for role in roles}
-    started = time.monotonic()
+    started = sampled_at = time.monotonic()
     print(f"logs: {settings.state_dir / 'logs'}   stop with Ctrl-C")
     try:
-        while not stop.wait(REFRESH_S):
-            for name, proc in children.items():
-                if proc.poll() is not None:
-                    print(f"{name} exited with {proc.returncode}; see its log")
-                    stop.set()
+        while not stop.wait(SUPERVISE_S):
+            given_up = supervisor.poll()
+            if given_up is not None:
+                print(f"stopping the demo: {given_up}", file=sys.stderr, flush=True)
+                return 1
+            if time.monotonic() - sampled_at < REFRESH_S:
+                continue
             current = {role: reader.end_offsets(names[role]) for role in roles}
-            rates = {r: (current[r] - previous[r]) / REFRESH_S for r in roles}
-            previous = current
+            now = time.monotonic()
+            rates = {r: (current[r] - previous[r]) / (now - sampled_at) for r in roles}
+            previous, sampled_at = current, now
             latency = window.percentiles()
-            lags = {
-                group.removeprefix(settings.topics.prefix): sum(
-                    p.lag for p in reader.read(group, topic)
-                )
-                for group, topic in engine_groups(settings).items()
-            }
+            lags: dict[str, int] = {}
+            for item in reader.read_all(with_seconds=False):
+                group = item.group.removeprefix(settings.topics.prefix)
+                lags[group] = lags.get(group, 0) + item.lag
+            restarts = " ".join(f"{n}={c}" for n, c in supervisor.restarts().items())
             print(
-                f"[{time.monotonic() - started:6.0f}s] "
+                f"[{now - started:6.0f}s] "
                 + "  ".join(f"{r}={rates[r]:,.0f}/s" for r in roles)
                 + "  latency "
                 + (f"p50={latency[0]:.0f}ms p99={latency[1]:.0f}ms" if latency else "n/a")
                 + "  lag "
-                + " ".join(f"{g}={n}" for g, n in lags.items()),
+                + " ".join(f"{g}={n}" for g, n in lags.items())
+                + (f"  restarts {restarts}" if restarts else ""),
                 flush=True,
             )
-            if duration_s is not None and time.monotonic() - started >= duration_s:
+            if duration_s is not None and now - started >= duration_s:
                 break
     finally:
         stop.set()

@@ -9,10 +9,17 @@ Scenarios (each on fresh topics and state):
 - ``wipe-state``:  the worker is killed, its local RocksDB folder deleted, and it is
                    restarted (state must come back from the changelog).
 
-After each, ``te.trades`` read with read_committed is compared with an
-uninterrupted offline replay of the same ``te.commands.accepted`` log. The last
-stdout line is one JSON object: kills, orders, trades, lost, duplicated,
-seq_gaps, hash_equal (and per-scenario details).
+The flow carries bursts of commands that are only rejected (cancels of unknown
+orders, re-sent duplicates of earlier places); after it, each scenario commits
+a batch of only such records, kills and restarts its worker, and sends another,
+so a restart right after a rejects-only batch is always exercised.
+
+After each, every record of ``te.executions`` and ``te.trades`` read with
+read_committed is compared byte for byte with an uninterrupted offline replay
+of the same ``te.commands.accepted`` log, and so is the changelog's final state
+(every key's last value). The last stdout line is one JSON object: kills,
+orders, trades, lost, duplicated, seq_gaps, hash_equal, executions_compared,
+changelog_equal (and per-scenario details).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +47,7 @@ from trade_engine.agents.replay import compare, read_partition
 from trade_engine.config import load_settings
 from trade_engine.connectors.loadgen import generate
 from trade_engine.streams.codec import encode, new_headers
+from trade_engine.streams.commands import CancelOrder, Command, PlaceOrder
 from trade_engine.streams.topics import create_topics
 
 
@@ -68,10 +77,15 @@ class Scenario:
         self.topics = MatcherTopics.from_settings(self.settings)
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.kills = 0
+        self.rejections = Rejections(self.symbols, seed)
 
     def publish(self) -> None:
         create_topics(self.settings)
         specs = [s for s in self.settings.market.symbols if s.symbol in self.symbols]
+        self._send(self.rejections.interleave(generate(self.orders, self.seed, specs)))
+        _log(f"{self.name}: published {self.orders} commands to {self.topics.input}")
+
+    def _send(self, commands: Iterable[Command]) -> None:
         producer = Producer(
             {
                 **self.settings.kafka.librdkafka(),
@@ -81,13 +95,25 @@ class Scenario:
                 "linger.ms": 20,
             }
         )
-        for command in generate(self.orders, self.seed, specs):
+        for command in commands:
             producer.produce(
                 self.topics.input, key=command.symbol, value=encode(command), headers=new_headers()
             )
             producer.poll(0)
         producer.flush(60)
-        _log(f"{self.name}: published {self.orders} commands to {self.topics.input}")
+
+    def rejections_across_a_restart(self) -> None:
+        """Once the flow is done: a batch of only rejections, committed on its own; a kill
+        and a restart; another such batch. The second batch's seq must follow the first's
+        (a rejects-only batch used to leave the symbol's seq unsaved)."""
+        self._send(self.rejections.burst())
+        self.wait_until_done()
+        for worker_id in list(self.workers):
+            self.kill(worker_id)
+        self.start("w1")
+        self._send(self.rejections.burst())
+        self.wait_until_done()
+        _log(f"{self.name}: rejections-only batches before and after a restart")
 
     def start(self, worker_id: str, *extra: str) -> None:
         self.workers[worker_id] = subprocess.Popen(
@@ -180,6 +206,12 @@ class Scenario:
             "unexpected": len(set(actual) - expected),
             "seq_gaps": self.seq_gaps(),
             "hash_equal": all(p.hash_equal for p in result.partitions),
+            # Every te.executions record was compared byte for byte with the replay's
+            # (first_difference names the first that is not), and the changelog's
+            # final entries likewise.
+            "executions_compared": sum(p.executions for p in result.partitions),
+            "changelog_equal": all(p.changelog_equal for p in result.partitions),
+            "changelog_entries": sum(p.changelog_entries for p in result.partitions),
             "first_difference": next(
                 (p.first_difference for p in result.partitions if p.first_difference), None
             ),
@@ -198,6 +230,37 @@ class Scenario:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+class Rejections:
+    """Bursts of commands that are only rejected: cancels of unknown orders and re-sent
+    copies of earlier places (duplicates: what the risk stage re-sends after a crash).
+    Many matcher batches then hold nothing but REJECTED records for a symbol."""
+
+    def __init__(self, symbols: list[str], seed: int) -> None:
+        self.symbols = symbols
+        self.rng = random.Random(seed ^ 0x5EED)
+        self.places: list[PlaceOrder] = []
+
+    def interleave(self, commands: Iterable[Command], every: int = 997) -> Iterator[Command]:
+        """``commands`` with a burst after every ``every`` of them."""
+        for index, command in enumerate(commands, 1):
+            if isinstance(command, PlaceOrder):
+                self.places.append(command)
+            yield command
+            if index % every == 0:
+                yield from self.burst()
+
+    def burst(self) -> Iterator[Command]:
+        rng = self.rng
+        for symbol in self.symbols:
+            mine = [p for p in self.places[-200:] if p.symbol == symbol]
+            for n in range(rng.randint(5, 40)):
+                if mine and n % 2:
+                    yield rng.choice(mine)  # an answered id: MATCHING_DUPLICATE_ORDER_ID
+                else:
+                    unknown = f"unknown-{rng.getrandbits(48):x}"
+                    yield CancelOrder(symbol=symbol, user_id="u1", order_id=unknown)
 
 
 def run_kill(sc: Scenario, kills: int, rng: random.Random) -> None:
@@ -272,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_two_workers(sc, rng)
             else:
                 run_wipe_state(sc, rng)
+            sc.rejections_across_a_restart()
             sc.stop_all()
             verdict = sc.verdict()
             verdict["seconds"] = round(time.monotonic() - started, 1)
@@ -288,12 +352,15 @@ def main(argv: list[str] | None = None) -> int:
         "duplicated": sum(r["duplicated"] for r in results),
         "seq_gaps": sum(r["seq_gaps"] for r in results),
         "hash_equal": all(r["hash_equal"] for r in results),
+        "executions_compared": sum(r["executions_compared"] for r in results),
+        "changelog_equal": all(r["changelog_equal"] for r in results),
         "scenarios": results,
     }
     print(json.dumps(summary))
     ok = summary["lost"] == summary["duplicated"] == summary["seq_gaps"] == 0
     same_records = all(r["first_difference"] is None for r in results)
-    return 0 if ok and summary["hash_equal"] and same_records else 1
+    same_state = summary["hash_equal"] and summary["changelog_equal"]
+    return 0 if ok and same_state and same_records else 1
 
 
 if __name__ == "__main__":

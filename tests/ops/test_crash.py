@@ -28,5 +28,7 @@ def test_killed_workers_lose_and_duplicate_nothing(
     assert summary["duplicated"] == 0
     assert summary["seq_gaps"] == 0
     assert summary["hash_equal"] is True
+    assert summary["changelog_equal"] is True
+    assert summary["executions_compared"] > summary["trades"], "every record, not only trades"
     assert summary["scenarios"][0]["first_difference"] is None
     assert code == 0

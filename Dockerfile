@@ -6,14 +6,6 @@ RUN apt-get update -q && apt-get install -y -q --no-install-recommends build-ess
     && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml constraints.txt README.md ./
 COPY trade_engine ./trade_engine
-COPY streams ./streams
-COPY agents ./agents
-COPY tables ./tables
-COPY sinks ./sinks
-COPY connectors ./connectors
-COPY migrations ./migrations
-COPY ops ./ops
-# The symlinks in trade_engine/ point at the folders above; the wheel follows them.
 RUN pip wheel --no-cache-dir -c constraints.txt -w /wheels .
 
 FROM python:3.11-slim-bookworm

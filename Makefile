@@ -29,7 +29,7 @@ run: $(STAMP)
 ## Kill matcher workers during seeded runs; trades must equal an offline replay.
 crash-test: $(STAMP)
 	bash ops/kafka/kafka.sh up
-	$(BIN)/python ops/crash_test.py
+	$(BIN)/python -m ops.crash_test
 
 ## Lint, types, then every test (the broker-backed ones start the local stack).
 test: lint typecheck pytest
@@ -58,27 +58,27 @@ status:
 
 bench-baseline: $(STAMP)
 	bash ops/kafka/kafka.sh up
-	$(BIN)/python ops/benchmarks/bench_baseline.py
+	$(BIN)/python -m ops.benchmarks.bench_baseline
 
 bench-e2e: $(STAMP)
 	bash ops/kafka/kafka.sh up
-	$(BIN)/python ops/benchmarks/bench_e2e.py
+	$(BIN)/python -m ops.benchmarks.bench_e2e
 
 bench-sinks: $(STAMP)
 	bash ops/stack.sh up
-	$(BIN)/python ops/benchmarks/bench_sink.py
+	$(BIN)/python -m ops.benchmarks.bench_sink
 
 ## POST /api/v1/orders -> 201 (durable in Kafka): latency at 2,000/s offered and accepted/s at saturation.
 bench-gateway: $(STAMP)
 	bash ops/stack.sh up
-	$(BIN)/python ops/benchmarks/bench_gateway.py
+	$(BIN)/python -m ops.benchmarks.bench_gateway
 
 bench-matching: $(STAMP)
-	$(BIN)/python ops/benchmarks/bench_matching.py
+	$(BIN)/python -m ops.benchmarks.bench_matching
 
 bench-wallet: $(STAMP)
 	bash ops/postgres/postgres.sh up
-	$(BIN)/python ops/benchmarks/bench_wallet.py
+	$(BIN)/python -m ops.benchmarks.bench_wallet
 
 ## Re-pin the versions CI installs (after changing dependencies in pyproject.toml).
 lock:

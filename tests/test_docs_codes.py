@@ -39,7 +39,7 @@ def _section(doc: str, heading: str) -> str:
 def _dead_letter_codes_in_source() -> set[str]:
     found: set[str] = set()
     for path, pattern in _SOURCES.items():
-        source = REPO / path
+        source = REPO / "trade_engine" / path
         if source.is_file():
             found.update(re.findall(pattern, source.read_text(encoding="utf-8")))
     return found

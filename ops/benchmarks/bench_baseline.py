@@ -1,6 +1,6 @@
 """Baseline throughput of the local broker, confluent-kafka and Faust agents.
 
-Run with ``make bench-baseline`` (or ``python ops/benchmarks/bench_baseline.py``).
+Run with ``make bench-baseline`` (or ``python -m ops.benchmarks.bench_baseline``).
 Progress goes to stderr; the last stdout line is one JSON object of figures.
 
 What is measured, on fresh topics (deleted at the end), with 100-byte JSON

@@ -55,10 +55,10 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from ops.benchmarks.bench_baseline import PRODUCER_CONF, passthrough
 from trade_engine.agents.matcher import MatcherTopics
 from trade_engine.config import Settings, load_settings
 from trade_engine.connectors.loadgen import iter_commands
-from trade_engine.ops.benchmarks.bench_baseline import PRODUCER_CONF, passthrough
 from trade_engine.streams.codec import encode
 from trade_engine.streams.topics import create_topics
 

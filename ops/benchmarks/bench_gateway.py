@@ -1,6 +1,6 @@
 """Gateway accept-latency benchmark: POST /api/v1/orders -> 201 once durable in Kafka.
 
-Run with ``make bench-gateway`` (or ``python ops/benchmarks/bench_gateway.py``).
+Run with ``make bench-gateway`` (or ``python -m ops.benchmarks.bench_gateway``).
 Progress goes to stderr; the last stdout line is one JSON object of figures.
 
 On fresh topics (``bench-gw-<run>.``) and a fresh history schema:

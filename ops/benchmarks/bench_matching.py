@@ -13,7 +13,7 @@ The same timed workload then runs in a second process on the mypyc-compiled copy
 of the core (``compiled_core.py``; skipped with ``--no-compiled``), whose final
 state hash must equal the pure run's: the pure source is the reference.
 
-    python ops/benchmarks/bench_matching.py [--ops N] [--seed S] [--resting R]
+    python -m ops.benchmarks.bench_matching [--ops N] [--seed S] [--resting R]
 
 The last line printed is one JSON object of figures.
 """
@@ -281,7 +281,7 @@ def stamp(since: float) -> str:
 def run_compiled(args: argparse.Namespace, pure_hash: str) -> dict[str, Any]:
     """The timed workload on the mypyc build, in a child process; same final state or fail."""
     # Not at the top: the compiled run's child has only the core on its path.
-    from trade_engine.ops.benchmarks.compiled_core import build  # noqa: PLC0415
+    from ops.benchmarks.compiled_core import build  # noqa: PLC0415
 
     t = time.perf_counter()
     path = build()

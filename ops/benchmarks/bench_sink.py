@@ -32,7 +32,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from trade_engine.config import Settings, load_settings
 from trade_engine.migrations.runner import migrate_schema
-from trade_engine.sinks import synthetic
+from trade_engine.operations import synthetic
 from trade_engine.sinks.postgres import PostgresSink
 from trade_engine.sinks.rabbitmq import RabbitBridge, Topology
 from trade_engine.sinks.rows import ORDER_COLUMNS, TRADE_COLUMNS, fold

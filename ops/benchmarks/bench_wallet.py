@@ -1,6 +1,6 @@
 """Benchmark: the wallet service's batched reserve and settle, next to raw PostgreSQL.
 
-Run with ``make bench-wallet`` (or ``python ops/benchmarks/bench_wallet.py``).
+Run with ``make bench-wallet`` (or ``python -m ops.benchmarks.bench_wallet``).
 Progress goes to stderr; the last stdout line is one JSON object of figures.
 
 The wallet service runs as a subprocess (``trade-engine wallet serve``) on a
@@ -43,13 +43,13 @@ import asyncpg
 from trade_engine.config import Settings, load_settings
 from trade_engine.connectors.wallet.client import WalletClient
 from trade_engine.connectors.wallet.exceptions import WalletError
-from trade_engine.connectors.wallet.ledger import Ledger
 from trade_engine.connectors.wallet.models import (
     ReserveRequest,
     SettleTradeRequest,
     TransferRequest,
 )
-from trade_engine.connectors.wallet.schema import create_pool, migrate
+from trade_engine.wallet.ledger import Ledger
+from trade_engine.wallet.schema import create_pool, migrate
 
 PRICE = Decimal("50000.00")
 QTY = Decimal("0.01")

@@ -7,7 +7,7 @@ mypy version, so an unchanged core is not rebuilt) that a separate process puts
 first on ``sys.path``. The benchmark runs both on the same workload and refuses
 a compiled result whose state hash differs from the pure one.
 
-    python ops/benchmarks/compiled_core.py        # build (or reuse) and print the path
+    python -m ops.benchmarks.compiled_core        # build (or reuse) and print the path
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import mypy.version
 
 REPO = Path(__file__).resolve().parents[2]
-CORE = REPO / "tables" / "matching"
+CORE = REPO / "trade_engine" / "tables" / "matching"
 # What the core imports from outside its own package (checked by import-linter).
 SUPPORT = (REPO / "trade_engine" / "errors.py",)
 DEFAULT_ROOT = REPO / ".state" / "compiled-core"

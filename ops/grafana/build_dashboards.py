@@ -2,7 +2,7 @@
 
 Dashboards are code here so every panel's PromQL is checked (tests/ops/
 test_grafana_dashboards.py compiles each expression with promtool) and the JSON
-stays consistent. ``python ops/grafana/build_dashboards.py`` rewrites the files.
+stays consistent. ``python -m ops.grafana.build_dashboards`` rewrites the files.
 """
 
 from __future__ import annotations

@@ -10,11 +10,11 @@ import argparse
 from collections import Counter
 from decimal import Decimal
 
-from trade_engine.agents.money_cli import add_money_commands
 from trade_engine.agents.reconcile import EngineHold, compare_holds, compare_trades, hold_of
+from trade_engine.cli.money import add_money_commands
 from trade_engine.config import SymbolSettings
-from trade_engine.connectors.wallet.reconcile import HoldRow
 from trade_engine.tables.symbols import rules_for
+from trade_engine.wallet.reconcile import HoldRow
 
 RULES = rules_for(SymbolSettings(symbol="BTC/USDT", tick_size="0.01", step_size="0.00001"))
 

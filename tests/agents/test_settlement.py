@@ -35,7 +35,6 @@ import asyncpg
 import pytest
 from confluent_kafka import Producer
 
-from trade_engine.agents.money_cli import add_money_commands
 from trade_engine.agents.reconcile import check, engine_holds
 from trade_engine.agents.replay import read_partition
 from trade_engine.agents.risk import reserve_request
@@ -47,6 +46,7 @@ from trade_engine.agents.settlement import (
     plan,
     redrive,
 )
+from trade_engine.cli.money import add_money_commands
 from trade_engine.config import Settings, load_settings
 from trade_engine.connectors.loadgen import generate
 from trade_engine.connectors.wallet.client import WalletClient
@@ -56,7 +56,7 @@ from trade_engine.connectors.wallet.models import (
     SettleTradeRequest,
     TransferRequest,
 )
-from trade_engine.ops.lag import LagReader
+from trade_engine.operations.lag import LagReader
 from trade_engine.streams.codec import decode_command, encode, header, new_headers
 from trade_engine.streams.commands import CancelOrder, PlaceOrder
 from trade_engine.streams.records import ConsumedRecord
@@ -254,7 +254,7 @@ class Pipeline:
 
     def start_settlement(self) -> None:
         self.start(
-            "settlement", "trade_engine.agents.money_cli", "settlement", "run",
+            "settlement", "trade_engine.cli.money", "settlement", "run",
             "--metrics-port", "0", "--retry-budget-s", "120",
         )  # fmt: skip
 
@@ -391,7 +391,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
             "matcher", "trade_engine", "matcher", "run", "--worker-id", "w1",
             "--metrics-port", "0",
         )  # fmt: skip
-        pipe.start("risk", "trade_engine.agents.money_cli", "risk", "run", "--metrics-port", "0")
+        pipe.start("risk", "trade_engine.cli.money", "risk", "run", "--metrics-port", "0")
         pipe.start_settlement()
         yield pipe
     finally:
@@ -496,7 +496,7 @@ def test_risk_killed_mid_run_reserves_each_order_once(pipeline: Pipeline) -> Non
         time.sleep(0.02)
     pipeline.stop("risk", signal.SIGKILL)
     held_at_kill = len(_reserves_of(pipeline, "rk"))
-    pipeline.start("risk", "trade_engine.agents.money_cli", "risk", "run", "--metrics-port", "0")
+    pipeline.start("risk", "trade_engine.cli.money", "risk", "run", "--metrics-port", "0")
     pipeline.wait_idle()
     pipeline.reconcile_ok()
 
@@ -687,7 +687,7 @@ def test_every_command_sent_again_in_every_pattern_holds_exactly_once(
     asyncio.run(fund_poor())
     for name, argv in (
         ("matcher", ("trade_engine", "matcher", "run", "--worker-id", "w1", "--metrics-port", "0")),
-        ("risk", ("trade_engine.agents.money_cli", "risk", "run", "--metrics-port", "0")),
+        ("risk", ("trade_engine.cli.money", "risk", "run", "--metrics-port", "0")),
     ):
         pipeline.stop(name)
         pipeline.start(name, *argv)

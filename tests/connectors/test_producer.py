@@ -27,41 +27,14 @@ from trade_engine.connectors.producer import (
 from trade_engine.errors import TradeEngineError
 from trade_engine.streams import codec
 from trade_engine.streams.commands import CancelOrder, PlaceOrder, TimeTick
+from trade_engine.streams.partitioning import murmur2, partition_for
 
 SYMBOLS = MarketSettings().symbols
-M32 = 0xFFFFFFFF
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's ``Utils.murmur2`` (Java), as an unsigned 32-bit value."""
-    length = len(data)
-    m, r = 0x5BD1E995, 24
-    h = (0x9747B28C ^ length) & M32
-    for i in range(length // 4):
-        k = int.from_bytes(data[4 * i : 4 * i + 4], "little")
-        k = (k * m) & M32
-        k ^= k >> r
-        k = (k * m) & M32
-        h = (h * m) & M32
-        h ^= k
-    tail = length & ~3
-    rest = length % 4
-    if rest == 3:
-        h ^= data[tail + 2] << 16
-    if rest >= 2:
-        h ^= data[tail + 1] << 8
-    if rest >= 1:
-        h ^= data[tail]
-        h = (h * m) & M32
-    h ^= h >> 13
-    h = (h * m) & M32
-    h ^= h >> 15
-    return h
 
 
 def java_partition(key: bytes, partitions: int) -> int:
     """``Utils.toPositive(Utils.murmur2(key)) % numPartitions`` of Kafka's default partitioner."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return partition_for(key, partitions)
 
 
 def _signed(value: int) -> int:

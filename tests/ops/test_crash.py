@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from trade_engine.ops import crash_test
+from ops import crash_test
 
 
 @pytest.mark.broker

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trade_engine.ops.grafana.build_dashboards import DASHBOARDS_DIR, render_all
+from ops.grafana.build_dashboards import DASHBOARDS_DIR, render_all
 
 PROMETHEUS = Path(__file__).resolve().parents[2] / "ops" / "prometheus"
 

@@ -21,7 +21,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from trade_engine.config import Settings, load_settings
 from trade_engine.migrations.runner import migrate_schema
-from trade_engine.sinks import synthetic
+from trade_engine.operations import synthetic
 from trade_engine.sinks.rows import BatchRows, fold
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,7 +122,7 @@ def feed(settings: Settings) -> Iterator[Callable[..., Feed]]:
 
 
 def sink_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "trade_engine.sinks", *args]
+    return [sys.executable, "-m", "trade_engine", *args]
 
 
 def run_sink(feed: Feed, schema: str, *args: str, timeout: float = 90, **env: str) -> int:

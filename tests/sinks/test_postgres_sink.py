@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from trade_engine.config import Settings
-from trade_engine.sinks import synthetic
+from trade_engine.operations import synthetic
 
 pytestmark = [pytest.mark.postgres, pytest.mark.broker]
 REPO_OPS = "ops/postgres/postgres.sh"

@@ -13,7 +13,7 @@ import aiormq
 import pytest
 
 from trade_engine.config import Settings
-from trade_engine.sinks import synthetic
+from trade_engine.operations import synthetic
 from trade_engine.sinks.rabbitmq import Topology, events_for
 
 OPS = "ops/rabbitmq/rabbitmq.sh"

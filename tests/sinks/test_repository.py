@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from trade_engine.config import Settings
-from trade_engine.sinks import synthetic
+from trade_engine.operations import synthetic
 from trade_engine.sinks.postgres import Position, PostgresWriter
 from trade_engine.sinks.repository import Repository
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from trade_engine.config import load_settings
-from trade_engine.sinks import synthetic
+from trade_engine.operations import synthetic
 from trade_engine.sinks.rows import fold
 
 

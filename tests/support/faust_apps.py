@@ -3,7 +3,7 @@
 Run as ``python tests/support/faust_apps.py worker -l info --without-web`` with
 the JSON configuration in the environment variable ``FAUST_TEST_APP``::
 
-    {"kind": "partitions" | "counter", "app_id": ..., "broker": "host:port",
+    {"kind": "partitions", "app_id": ..., "broker": "host:port",
      "datadir": ..., "source": ..., "results": ..., "echo": ..., "partitions": 4}
 
 ``-l info`` rather than ``-l warn`` on purpose: at WARN and above the Faust
@@ -13,13 +13,6 @@ DEBUG, so every ``logger.debug()`` in aiokafka and Faust builds a LogRecord.
 - ``partitions``: for every event on ``source`` the agent sends the same key to
   ``echo`` with the app's own producer and reports, on ``results`` (JSON),
   ``{"key", "received_partition", "sent_partition"}``.
-- ``counter``: a RocksDB-backed table ``counts`` keyed by symbol holds
-  ``{"count", "offset", "redelivered"}``.  Events ``{"n": ...}`` increment the
-  count once per source offset (a redelivered offset, after a crash before the
-  consumer committed, is counted in ``redelivered`` instead); events
-  ``{"query": id}`` make the agent answer ``{"symbol", "query", "state"}`` on
-  ``results``.  Key = symbol, so the query is processed in order after every
-  earlier event of that symbol, on the worker that owns its partition.
 """
 
 from __future__ import annotations
@@ -72,37 +65,9 @@ def partitions_app(cfg: dict[str, Any]) -> faust.App:
     return app
 
 
-def counter_app(cfg: dict[str, Any]) -> faust.App:
-    app = faust.App(cfg["app_id"], store="rocksdb://", **_common(cfg))
-    source = app.topic(cfg["source"], key_serializer="raw", value_serializer="raw")
-    results = app.topic(cfg["results"], key_serializer="raw", value_serializer="json")
-    # The changelog's keys and values are JSON: '"BTC/USDT"' -> '{"count": ...}'.
-    counts = app.Table("counts", partitions=int(cfg["partitions"]), key_type=str)
-
-    @app.agent(source)
-    async def count(stream: Any) -> None:
-        async for event in stream.events():
-            symbol = event.key.decode()
-            body = json.loads(event.value)
-            state = counts.get(symbol)
-            if "query" in body:
-                await results.send(
-                    key=event.key, value={"symbol": symbol, "query": body["query"], "state": state}
-                )
-                continue
-            state = state or {"count": 0, "offset": -1, "redelivered": 0}
-            offset = event.message.offset
-            if offset <= state["offset"]:
-                counts[symbol] = {**state, "redelivered": state["redelivered"] + 1}
-            else:
-                counts[symbol] = {**state, "count": state["count"] + 1, "offset": offset}
-
-    return app
-
-
 def main() -> None:
     cfg = json.loads(os.environ[CONFIG_ENV])
-    factories = {"partitions": partitions_app, "counter": counter_app}
+    factories = {"partitions": partitions_app}
     app = factories[cfg["kind"]](cfg)
     app.main()
 

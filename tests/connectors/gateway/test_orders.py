@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from trade_engine.connectors.gateway.app import RUNNER_ARGS, create_app
 from trade_engine.connectors.gateway.auth import mint_token
+from trade_engine.streams.partitioning import partition_for
 
-from ..test_producer import murmur2
 from .conftest import LIMIT_ORDER, Gateway, gateway_settings
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres]
@@ -38,7 +38,7 @@ async def test_place_is_durable_in_commands_on_the_murmur2_partition(gateway: Ga
     assert int(resp.headers["X-RateLimit-Remaining"]) >= 0
     [msg] = gateway.commands()
     assert msg.key() == b"BTC/USDT"
-    assert msg.partition() == (murmur2(b"BTC/USDT") & 0x7FFFFFFF) % 4
+    assert msg.partition() == partition_for(b"BTC/USDT", 4)
     value = json.loads(msg.value())
     assert value["cmd"] == "place"
     assert value["order_id"] == body["order_id"]

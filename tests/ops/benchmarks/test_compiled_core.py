@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from trade_engine.ops.benchmarks import bench_matching, compiled_core
-from trade_engine.ops.benchmarks.compiled_core import build
+from ops.benchmarks import bench_matching, compiled_core
+from ops.benchmarks.compiled_core import build
 
 BENCH = Path(bench_matching.__file__)
 

@@ -1,1 +1,0 @@
-"""Sinks: Postgres history, wallet settlement, the RabbitMQ bridge. Every effect is idempotent."""

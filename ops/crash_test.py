@@ -42,8 +42,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from trade_engine.agents.matcher import MatcherTopics
-from trade_engine.agents.replay import compare, read_partition
+from trade_engine.agents.matcher.replay import compare, read_partition
+from trade_engine.agents.matcher.worker import MatcherTopics
 from trade_engine.config import load_settings
 from trade_engine.connectors.loadgen import generate
 from trade_engine.streams.codec import encode, new_headers

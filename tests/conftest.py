@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from trade_engine.agents.matcher import MatcherTopics
-from trade_engine.agents.replay import replay_partition
+from trade_engine.agents.matcher.replay import replay_partition
+from trade_engine.agents.matcher.worker import MatcherTopics
 from trade_engine.config import Settings, load_settings
 from trade_engine.tables.matching import Side
 from trade_engine.tables.symbols import rules_for

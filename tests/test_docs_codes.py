@@ -24,8 +24,8 @@ DEAD_LETTER_CODES = {
 }
 _SOURCES = {
     "streams/codec.py": r'DecodeError\(\s*"([A-Z][A-Z_]+)"',
-    "agents/validation.py": r'return\s+"([A-Z][A-Z_]+)",',
-    "agents/matching_stage.py": r'_dead_letter\(\s*record,\s*"([A-Z][A-Z_]+)"',
+    "agents/risk/validation.py": r'return\s+"([A-Z][A-Z_]+)",',
+    "agents/matcher/step.py": r'_dead_letter\(\s*record,\s*"([A-Z][A-Z_]+)"',
 }
 
 

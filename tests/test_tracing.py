@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from trade_engine import tracing
-from trade_engine.agents.matcher import MatcherWorker
+from trade_engine.agents.matcher.worker import MatcherWorker
 from trade_engine.config import load_settings
 from trade_engine.sinks.kafka import traced_spans
 from trade_engine.streams.codec import encode, header, new_headers

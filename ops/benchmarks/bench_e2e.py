@@ -56,7 +56,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from ops.benchmarks.bench_baseline import PRODUCER_CONF, passthrough
-from trade_engine.agents.matcher import MatcherTopics
+from trade_engine.agents.matcher.worker import MatcherTopics
 from trade_engine.config import Settings, load_settings
 from trade_engine.connectors.loadgen import iter_commands
 from trade_engine.streams.codec import encode

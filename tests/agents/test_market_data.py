@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from trade_engine.agents.matcher import MatcherTopics
-from trade_engine.agents.replay import read_partition
+from trade_engine.agents.matcher.replay import read_partition
+from trade_engine.agents.matcher.worker import MatcherTopics
 from trade_engine.config import Settings, load_settings
 from trade_engine.connectors.loadgen import generate
 from trade_engine.streams.codec import encode

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from trade_engine.agents.matching_stage import StageCounters, match_record
+from trade_engine.agents.matcher.step import StageCounters, match_record
 from trade_engine.config import load_settings
 from trade_engine.streams.codec import encode
 from trade_engine.streams.commands import CancelOrder, PlaceOrder

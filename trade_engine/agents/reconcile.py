@@ -33,7 +33,7 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter, Gauge
 
-from trade_engine.agents.replay import read_partition
+from trade_engine.agents.matcher.replay import read_partition
 from trade_engine.config import Settings
 from trade_engine.connectors.wallet.models import format_amount
 from trade_engine.tables.matching.rules import SymbolRules

@@ -46,19 +46,19 @@ def _serve(settings: Settings, metrics_port: int | None, checks: dict[str, Any])
 
 
 def _cmd_risk_run(args: argparse.Namespace, settings: Settings) -> int:
-    from trade_engine.agents.app import assignment_flag
-    from trade_engine.agents.risk import build
+    from trade_engine.agents.risk.app import assignment_flag
+    from trade_engine.agents.risk.stage import build
 
     _prepare(settings, "te-risk")
     app = build(settings, batch_size=args.batch_size, within_s=args.within)
     _serve(settings, args.metrics_port, {"group": assignment_flag(app)})
-    # -l info: at warn Faust sets the root logger to DEBUG (see agents/cli.py).
+    # -l info: at warn Faust sets the root logger to DEBUG (see cli/stages.py).
     sys.argv = [sys.argv[0], "worker", "-l", "info", "--without-web"]
     app.main()  # never returns
 
 
 def _cmd_settlement_run(args: argparse.Namespace, settings: Settings) -> int:
-    from trade_engine.agents.settlement import SettlementWorker
+    from trade_engine.agents.settlement.worker import SettlementWorker
 
     _prepare(settings, "te-settlement")
     worker = SettlementWorker(
@@ -72,7 +72,7 @@ def _cmd_settlement_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_settlement_redrive(args: argparse.Namespace, settings: Settings) -> int:
     from trade_engine import logs
-    from trade_engine.agents.settlement import redrive
+    from trade_engine.agents.settlement.redrive import redrive
 
     logs.configure(settings.log_level)
     report = asyncio.run(

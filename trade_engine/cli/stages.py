@@ -14,7 +14,7 @@ from trade_engine.config import Settings
 
 def _cmd_matcher_run(args: argparse.Namespace, settings: Settings) -> int:
     from trade_engine import logs, metrics, tracing
-    from trade_engine.agents.matcher import MatcherWorker
+    from trade_engine.agents.matcher.worker import MatcherWorker
     from trade_engine.health import Health, kafka_check
     from trade_engine.operations.preflight import check_kafka
     from trade_engine.streams.topics import create_topics
@@ -48,7 +48,7 @@ def _cmd_matcher_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from trade_engine.agents.replay import compare, rebuild
+    from trade_engine.agents.matcher.replay import compare, rebuild
 
     if args.rebuild_partition is not None:
         written = rebuild(settings, args.rebuild_partition)
@@ -99,8 +99,8 @@ def add_agent_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def _cmd_validation_run(args: argparse.Namespace, settings: Settings) -> int:
     from trade_engine import logs, metrics
-    from trade_engine.agents.app import assignment_flag
-    from trade_engine.agents.validation import build
+    from trade_engine.agents.risk.app import assignment_flag
+    from trade_engine.agents.risk.validation import build
     from trade_engine.health import Health, kafka_check
     from trade_engine.operations.preflight import check_kafka
     from trade_engine.streams.topics import create_topics

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from confluent_kafka import Producer
 
-from trade_engine.agents.matching_stage import EXECUTIONS, StageCounters, match_record
+from trade_engine.agents.matcher.step import EXECUTIONS, StageCounters, match_record
 from trade_engine.config import Settings, SymbolSettings
 from trade_engine.connectors.loadgen import generate
 from trade_engine.streams.codec import encode

@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from confluent_kafka import Producer
 
-from trade_engine.agents.matcher import MatcherTopics
+from trade_engine.agents.matcher.worker import MatcherTopics
 from trade_engine.config import Settings, load_settings
 from trade_engine.connectors.gateway.auth import JwtAuthenticator, mint_token
 from trade_engine.connectors.gateway.context import AUTHENTICATOR, EXECUTION_FEED, SETTINGS

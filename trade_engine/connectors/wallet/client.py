@@ -266,3 +266,10 @@ def _retry_after(value: str | None) -> float | None:
         return float(value) if value else None
     except ValueError:
         return None
+
+
+def stage_client(settings: Settings, name: str, reset_timeout_s: float = 5.0) -> WalletClient:
+    """The client of a pipeline stage (risk, settlement): its breaker half-opens quickly,
+    since these stages hold their input back and wait for the wallet anyway."""
+    breaker = CircuitBreaker(f"wallet-{name}", reset_timeout_s=reset_timeout_s)
+    return WalletClient.from_settings(settings, breaker=breaker)

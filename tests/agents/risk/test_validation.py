@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from trade_engine.agents.validation import check
+from trade_engine.agents.risk.validation import check
 from trade_engine.config import load_settings
 from trade_engine.streams.codec import encode, header, new_headers
 from trade_engine.streams.commands import PlaceOrder

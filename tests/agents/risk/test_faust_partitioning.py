@@ -25,7 +25,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-APPS = Path(__file__).resolve().parent.parent / "support" / "faust_apps.py"
+APPS = Path(__file__).resolve().parents[2] / "support" / "faust_apps.py"
 SYMBOLS = [
     f"{base}/{quote}"
     for base in ("BTC", "ETH", "SOL", "XRP", "ADA", "DOGE", "DOT", "LTC", "AVAX", "LINK")

@@ -21,7 +21,7 @@ from typing import Any
 import faust
 
 from trade_engine import metrics
-from trade_engine.agents.app import create_app, raw_topic
+from trade_engine.agents.risk.app import create_app, raw_topic
 from trade_engine.config import Settings
 from trade_engine.streams.codec import decode_command, header
 from trade_engine.streams.commands import PlaceOrder

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from trade_engine.agents.matcher import MatcherTopics
-from trade_engine.agents.replay import compare, read_partition, rebuild
+from trade_engine.agents.matcher.replay import compare, read_partition, rebuild
+from trade_engine.agents.matcher.worker import MatcherTopics
 from trade_engine.config import Settings, load_settings
 from trade_engine.connectors.loadgen import generate
 from trade_engine.streams.codec import encode

@@ -49,10 +49,10 @@ from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
 from trade_engine import metrics, tracing
-from trade_engine.agents.app import create_app, raw_topic
-from trade_engine.agents.settlement import wallet_client
-from trade_engine.agents.validation import check, send_dead_letter
+from trade_engine.agents.risk.app import create_app, raw_topic
+from trade_engine.agents.risk.validation import check, send_dead_letter
 from trade_engine.config import Settings
+from trade_engine.connectors.wallet.client import stage_client
 from trade_engine.connectors.wallet.exceptions import WalletError
 from trade_engine.connectors.wallet.models import ReserveRequest, ReserveResponse
 from trade_engine.streams.codec import decode_command, encode, header
@@ -270,7 +270,7 @@ def build(settings: Settings, *, batch_size: int = 500, within_s: float = 0.005)
 
     @app.agent(commands)
     async def risk(stream: faust.StreamT[bytes]) -> None:
-        async with wallet_client(settings, STAGE) as wallet:
+        async with stage_client(settings, STAGE) as wallet:
             stage = RiskStage(rules, wallet.reserve_many, partitions=settings.topics.partitions)
             batches = stream.take_events(batch_size, within=within_s)  # type: ignore[attr-defined]
             async for events in batches:

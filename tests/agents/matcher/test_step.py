@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from trade_engine.agents.matching_stage import (
+from trade_engine.agents.matcher.step import (
     DEAD_LETTER,
     EXECUTIONS,
     TRADES,

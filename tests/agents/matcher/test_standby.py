@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from trade_engine.agents.matcher import MatcherTopics
-from trade_engine.agents.replay import read_partition
-from trade_engine.agents.standby import StandbyReplicator
+from trade_engine.agents.matcher.replay import read_partition
+from trade_engine.agents.matcher.standby import StandbyReplicator
+from trade_engine.agents.matcher.worker import MatcherTopics
 from trade_engine.config import load_settings
 from trade_engine.connectors.loadgen import generate
 from trade_engine.streams.codec import encode

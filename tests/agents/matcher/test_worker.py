@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from trade_engine.agents.matcher import MatcherWorker
-from trade_engine.agents.replay import read_partition
+from trade_engine.agents.matcher.replay import read_partition
+from trade_engine.agents.matcher.worker import MatcherWorker
 from trade_engine.config import Settings, load_settings
 from trade_engine.streams.codec import encode
 from trade_engine.streams.commands import CancelOrder, PlaceOrder

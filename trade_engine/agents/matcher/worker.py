@@ -51,7 +51,8 @@ from confluent_kafka import (
 )
 
 from trade_engine import metrics, tracing
-from trade_engine.agents.matching_stage import (
+from trade_engine.agents.matcher.standby import StandbyReplicator
+from trade_engine.agents.matcher.step import (
     EXECUTIONS,
     STAGE,
     TRADES,
@@ -60,7 +61,6 @@ from trade_engine.agents.matching_stage import (
     StageCounters,
     match_record,
 )
-from trade_engine.agents.standby import StandbyReplicator
 from trade_engine.config import Settings
 from trade_engine.health import Flag
 from trade_engine.streams.records import ConsumedRecord, IdleClock, is_partition_eof
@@ -154,7 +154,7 @@ class MatcherWorker:
         # a record on a partition its key does not map to is dead-lettered, never matched.
         self.input_partitions: int | None = None
         # Warm standby: keep the stores of partitions owned elsewhere up to date, so a
-        # takeover reads only the changelog tail (see agents/standby.py).
+        # takeover reads only the changelog tail (see agents/matcher/standby.py).
         self.standby = (
             StandbyReplicator(settings, self.topics.changelog, self.state_root) if standby else None
         )

@@ -20,13 +20,13 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from trade_engine.agents.matcher import MatcherTopics
-from trade_engine.agents.matching_stage import (
+from trade_engine.agents.matcher.step import (
     EXECUTIONS,
     TRADES,
     StageCounters,
     match_record,
 )
+from trade_engine.agents.matcher.worker import MatcherTopics
 from trade_engine.config import Settings
 from trade_engine.streams.records import ConsumedRecord, is_partition_eof
 from trade_engine.streams.topics import partition_count

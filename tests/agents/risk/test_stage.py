@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import pytest
 
-from trade_engine.agents.risk import RiskStage, parse_place, reserve_request, risk_code
+from trade_engine.agents.risk.stage import RiskStage, parse_place, reserve_request, risk_code
 from trade_engine.config import SymbolSettings
 from trade_engine.connectors.wallet.exceptions import (
     AccountNotFoundError,

@@ -316,14 +316,26 @@ def test_money_flow_end_to_end(pipeline: Pipeline) -> None:
 @pytest.mark.broker
 @pytest.mark.postgres
 @pytest.mark.slow
+def _settled(pipeline: Pipeline) -> int:
+    rows = asyncio.run(
+        pipeline.sql("SELECT count(*) AS n FROM journal_entries WHERE op = 'settle'")
+    )
+    return int(rows[0]["n"])
+
+
 def test_settlement_killed_mid_run_settles_nothing_twice(pipeline: Pipeline) -> None:
-    pipeline.publish(pipeline.flow("b", 1200, seed=12))
-    time.sleep(1.5)
+    before = _settled(pipeline)
+    pipeline.publish(pipeline.flow("b", 3000, seed=12))
+    deadline = time.monotonic() + 60
+    while _settled(pipeline) == before:  # kill once settling has begun
+        assert time.monotonic() < deadline, "settlement settled nothing"
+        time.sleep(0.02)
     pipeline.stop("settlement", signal.SIGKILL)
-    time.sleep(0.5)
+    at_kill = _settled(pipeline) - before
     pipeline.start_settlement()
     pipeline.wait_idle()
     report = pipeline.reconcile_ok()
+    assert 0 < at_kill < _settled(pipeline) - before, "the kill did not land mid-stream"
     settles = asyncio.run(
         pipeline.sql(
             "SELECT key, count(*) AS n FROM journal_entries WHERE op = 'settle' GROUP BY key"
@@ -389,10 +401,17 @@ def test_risk_killed_mid_run_reserves_each_order_once(pipeline: Pipeline) -> Non
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_wallet_outage_is_waited_out(pipeline: Pipeline) -> None:
-    pipeline.publish(pipeline.flow("c", 1000, seed=13))
-    time.sleep(0.5)
+    commands = pipeline.flow("c", 3000, seed=13)
+    places = sum(isinstance(c, PlaceOrder) for c in commands)
+    pipeline.publish(commands)
+    deadline = time.monotonic() + 60
+    while not _reserves_of(pipeline, "c"):  # the outage starts mid-stream
+        assert time.monotonic() < deadline, "the risk stage reserved nothing"
+        time.sleep(0.02)
     pipeline.stop("wallet")
-    time.sleep(4)
+    held_at_outage = len(_reserves_of(pipeline, "c"))
+    assert held_at_outage < places, "the outage did not land mid-stream"
+    time.sleep(4)  # the outage itself: several of the stages' backoff rounds
     pipeline.alive()  # the agents wait, they do not crash
     pipeline.start_wallet()
     pipeline.wait_idle()

@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test up down status lint typecheck pytest unit crash-test bench-baseline bench-matching bench-e2e bench-sinks bench-gateway bench-wallet lock clean
+.PHONY: run test up down status lint typecheck pytest unit crash-test bench-baseline bench-matching bench-e2e bench-sinks bench-gateway bench-wallet bench-pipeline lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version}"'
@@ -75,6 +75,11 @@ bench-gateway: $(STAMP)
 
 bench-matching: $(STAMP)
 	$(BIN)/python -m ops.benchmarks.bench_matching
+
+## The whole pipeline as make run starts it, at stepped offered rates: sustained rate, latency, CPU per order by process.
+bench-pipeline: $(STAMP)
+	bash ops/stack.sh up
+	$(BIN)/python -m ops.benchmarks.bench_pipeline
 
 bench-wallet: $(STAMP)
 	bash ops/postgres/postgres.sh up

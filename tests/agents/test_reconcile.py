@@ -1,18 +1,24 @@
-"""Engine-side reconciliation: hold and trade comparisons (pure).
+"""Engine-side reconciliation: hold and trade comparisons (pure), and reading each record once.
 
-The whole check against a real pipeline (Kafka changelog, te.trades, the
-wallet's ledger), including a drift it must catch, runs in ``test_settlement.py``.
+The whole check against a real pipeline (Kafka changelog, te.trades, the wallet's
+ledger), including a drift it must catch: ``tests/agents/settlement/test_worker.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections import Counter
+from collections.abc import Iterator
 from decimal import Decimal
 
+import pytest
+
+from trade_engine.agents import reconcile
 from trade_engine.agents.reconcile import EngineHold, compare_holds, compare_trades, hold_of
 from trade_engine.cli.money import add_money_commands
-from trade_engine.config import SymbolSettings
+from trade_engine.config import SymbolSettings, load_settings
+from trade_engine.streams.records import ConsumedRecord
 from trade_engine.tables.symbols import rules_for
 from trade_engine.wallet.reconcile import HoldRow
 
@@ -78,3 +84,39 @@ def test_cli_parses() -> None:
     assert args.retry_budget_s == 30.0
     assert parser.parse_args(["settlement", "redrive", "--dry-run"]).dry_run
     assert parser.parse_args(["risk", "run", "--batch-size", "100"]).batch_size == 100
+
+
+def test_a_reconciler_reads_each_record_once_across_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reconcile loop keeps its place: a second run reads only what came after the
+    first, and what it keeps (live orders, trade ids) is what a full read would give."""
+    settings = load_settings(topics={"partitions": 1})
+    names = settings.topic_names
+    state = _state("BUY", reserved=1000, spent=0, filled=0)
+    logs: dict[str, list[tuple[bytes | None, bytes | None]]] = {
+        names["matcher_changelog"]: [
+            (b"o|BTC/USDT|o1", json.dumps(state).encode()),
+            (b"h|BTC/USDT", b"{}"),
+        ],
+        names["trades"]: [(b"BTC/USDT", b'{"trade_id":"BTC/USDT:3"}')],
+    }
+    starts: list[tuple[str, int]] = []
+
+    def read_partition(
+        settings: object, topic: str, partition: int, start: int = 0
+    ) -> Iterator[ConsumedRecord]:
+        starts.append((topic, start))
+        for offset, (key, value) in enumerate(logs[topic][start:], start):
+            yield ConsumedRecord(topic, partition, offset, 0, key, value)
+
+    monkeypatch.setattr(reconcile, "read_partition", read_partition)
+    reconciler = reconcile.Reconciler(settings)
+    assert set(reconciler.engine_holds()) == {"o1"}
+    assert reconciler.trade_ids() == Counter({"BTC/USDT:3": 1})
+    logs[names["matcher_changelog"]].append((b"o|BTC/USDT|o1", None))  # o1 ended
+    logs[names["trades"]].append((b"BTC/USDT", b'{"trade_id":"BTC/USDT:5"}'))
+    starts.clear()
+    assert reconciler.engine_holds() == {}
+    assert reconciler.trade_ids() == Counter({"BTC/USDT:3": 1, "BTC/USDT:5": 1})
+    assert starts == [(names["matcher_changelog"], 2), (names["trades"], 1)]

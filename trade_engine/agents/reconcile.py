@@ -26,6 +26,7 @@ import asyncio
 import json
 import time
 from collections import Counter as Multiset
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -36,6 +37,7 @@ from prometheus_client import Counter, Gauge
 from trade_engine.agents.matcher.replay import read_partition
 from trade_engine.config import Settings
 from trade_engine.connectors.wallet.models import format_amount
+from trade_engine.streams.records import ConsumedRecord
 from trade_engine.tables.matching.rules import SymbolRules
 from trade_engine.tables.symbols import rules_for
 from trade_engine.wallet.reconcile import HoldRow, ReconcileReport, reconcile
@@ -95,34 +97,11 @@ def hold_of(state: dict[str, Any], symbol: str, rules: SymbolRules) -> EngineHol
 
 def engine_holds(settings: Settings) -> dict[str, EngineHold]:
     """The live orders of every partition, from the matcher's changelog (last value per key)."""
-    rules = {spec.symbol: rules_for(spec) for spec in settings.market.symbols}
-    changelog = settings.topic_names["matcher_changelog"]
-    out: dict[str, EngineHold] = {}
-    for partition in range(settings.topics.partitions):
-        entries: dict[bytes, bytes | None] = {}
-        for record in read_partition(settings, changelog, partition):
-            if record.key is not None:
-                entries[record.key] = record.value
-        for key, value in entries.items():
-            if value is None or not key.startswith(b"o|"):
-                continue
-            symbol, _, _ = key.decode()[2:].partition("|")
-            symbol_rules = rules.get(symbol)
-            if symbol_rules is None:
-                continue
-            hold = hold_of(json.loads(value), symbol, symbol_rules)
-            out[hold.order_id] = hold
-    return out
+    return Reconciler(settings).engine_holds()
 
 
 def trade_ids(settings: Settings) -> Multiset[str]:
-    topic = settings.topic_names["trades"]
-    ids: Multiset[str] = Multiset()
-    for partition in range(settings.topics.partitions):
-        for record in read_partition(settings, topic, partition):
-            if record.value is not None:
-                ids[json.loads(record.value)["trade_id"]] += 1
-    return ids
+    return Reconciler(settings).trade_ids()
 
 
 def compare_holds(engine: dict[str, EngineHold], wallet: list[HoldRow]) -> list[str]:
@@ -174,52 +153,121 @@ def compare_trades(trades: Multiset[str], settled: set[str]) -> list[str]:
     return problems
 
 
-async def _wallet_state(settings: Settings, schema: str) -> tuple[ReconcileReport, set[str]]:
-    conn = await asyncpg.connect(settings.postgres.dsn())
-    try:
-        report = await reconcile(conn, schema)
-        rows = await conn.fetch(
-            f"SELECT key FROM \"{check_schema_name(schema)}\".journal_entries WHERE op = 'settle'"  # noqa: S608
-        )
-    finally:
-        await conn.close()
-    return report, {row["key"] for row in rows}
-
-
 def _symbols_of(settings: Settings) -> tuple[str, ...]:
     return tuple(spec.symbol for spec in settings.market.symbols)
 
 
+class Reconciler:
+    """The checks, reading only what was written since the previous run.
+
+    The changelog's live order entries, the trade ids of ``te.trades`` and the
+    wallet's settled trade ids are kept between runs, with the position each
+    was read to: a loop that reconciles every few minutes reads each record
+    once instead of every topic from the beginning on every run. The wallet's
+    own invariants (sums per asset, balances against holds) are still checked
+    in full by SQL each run.
+    """
+
+    def __init__(self, settings: Settings, schema: str = "wallet") -> None:
+        self.settings = settings
+        self.schema = check_schema_name(schema)
+        self.rules = {spec.symbol: rules_for(spec) for spec in settings.market.symbols}
+        self.symbols = _symbols_of(settings)
+        self._orders: dict[bytes, bytes] = {}  # live ``o|`` changelog entries
+        self._changelog_next: dict[int, int] = {}
+        self._trades: Multiset[str] = Multiset()
+        self._trades_next: dict[int, int] = {}
+        self._settled: set[str] = set()
+        # Settle entries are read from one run behind the highest id seen: an entry whose
+        # id was taken before a later one's may commit after it.
+        self._settled_seen: list[int] = [0, 0]
+
+    def _read(self, topic: str, positions: dict[int, int]) -> Iterator[ConsumedRecord]:
+        for partition in range(self.settings.topics.partitions):
+            start = positions.get(partition, 0)
+            for record in read_partition(self.settings, topic, partition, start):
+                positions[partition] = record.offset + 1
+                yield record
+
+    def engine_holds(self) -> dict[str, EngineHold]:
+        changelog = self.settings.topic_names["matcher_changelog"]
+        for record in self._read(changelog, self._changelog_next):
+            key = record.key
+            if key is None or not key.startswith(b"o|"):
+                continue
+            if record.value is None:
+                self._orders.pop(key, None)
+            else:
+                self._orders[key] = record.value
+        out: dict[str, EngineHold] = {}
+        for key, value in self._orders.items():
+            symbol, _, _ = key.decode()[2:].partition("|")
+            symbol_rules = self.rules.get(symbol)
+            if symbol_rules is None:
+                continue
+            hold = hold_of(json.loads(value), symbol, symbol_rules)
+            out[hold.order_id] = hold
+        return out
+
+    def trade_ids(self) -> Multiset[str]:
+        for record in self._read(self.settings.topic_names["trades"], self._trades_next):
+            if record.value is not None:
+                self._trades[json.loads(record.value)["trade_id"]] += 1
+        return self._trades
+
+    async def _wallet_state(self) -> tuple[ReconcileReport, set[str]]:
+        conn = await asyncpg.connect(self.settings.postgres.dsn())
+        try:
+            report = await reconcile(conn, self.schema)
+            rows = await conn.fetch(
+                f'SELECT entry_id, key FROM "{self.schema}".journal_entries'  # noqa: S608
+                " WHERE op = 'settle' AND entry_id > $1",
+                self._settled_seen[0],
+            )
+        finally:
+            await conn.close()
+        self._settled.update(row["key"] for row in rows)
+        highest = max((row["entry_id"] for row in rows), default=self._settled_seen[1])
+        self._settled_seen = [self._settled_seen[1], highest]
+        return report, self._settled
+
+    def check_once(self) -> EngineReport:
+        report = EngineReport()
+        wallet, settled = asyncio.run(self._wallet_state())
+        report.wallet = wallet
+        report.problems.extend(f"wallet ledger: {p}" for p in wallet.problems)
+        engine = self.engine_holds()
+        report.open_orders = len(engine)
+        report.wallet_holds = len(wallet.open_holds)
+        listed = compare_holds(engine, wallet.open_holds)
+        report.problems.extend(listed[:_MAX_LISTED])
+        if len(listed) > _MAX_LISTED:
+            report.problems.append(f"... and {len(listed) - _MAX_LISTED} more hold differences")
+        trades = self.trade_ids()
+        # Only this engine's symbols: a wallet shared with other venues may settle others.
+        mine = {t for t in settled if t.rpartition(":")[0] in self.symbols}
+        report.trades = sum(trades.values())
+        report.settled = len(mine)
+        report.problems.extend(compare_trades(trades, mine))
+        return report
+
+    def check(self, wait_s: float = 0.0) -> EngineReport:
+        """Run the checks; repeat (1 s apart) while they fail, for up to ``wait_s`` seconds."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            report = self.check_once()
+            if report.ok or time.monotonic() >= deadline:
+                return report
+            time.sleep(1.0)
+
+
 def check_once(settings: Settings, schema: str) -> EngineReport:
-    report = EngineReport()
-    wallet, settled = asyncio.run(_wallet_state(settings, schema))
-    report.wallet = wallet
-    report.problems.extend(f"wallet ledger: {p}" for p in wallet.problems)
-    engine = engine_holds(settings)
-    report.open_orders = len(engine)
-    report.wallet_holds = len(wallet.open_holds)
-    listed = compare_holds(engine, wallet.open_holds)
-    report.problems.extend(listed[:_MAX_LISTED])
-    if len(listed) > _MAX_LISTED:
-        report.problems.append(f"... and {len(listed) - _MAX_LISTED} more hold differences")
-    trades = trade_ids(settings)
-    symbols = _symbols_of(settings)
-    # Only this engine's symbols: a wallet shared with other venues may settle others.
-    settled = {t for t in settled if t.rpartition(":")[0] in symbols}
-    report.trades = sum(trades.values())
-    report.settled = len(settled)
-    report.problems.extend(compare_trades(trades, settled))
-    return report
+    return Reconciler(settings, schema).check_once()
 
 
 def check(settings: Settings, schema: str = "wallet", wait_s: float = 0.0) -> EngineReport:
-    """Run the checks; repeat (1 s apart) while they fail, for up to ``wait_s`` seconds."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        report = check_once(settings, schema)
-        if report.ok or time.monotonic() >= deadline:
-            return report
-        time.sleep(1.0)
+    """One reconciliation from the beginning of every topic (``Reconciler`` keeps its place)."""
+    return Reconciler(settings, schema).check(wait_s)
 
 
 # ------------------------------------------------------------------ exporter

@@ -35,7 +35,7 @@ def _serve(settings: Settings, metrics_port: int | None, checks: dict[str, Any])
 
     health = Health(
         {
-            "kafka": kafka_check(settings.kafka.librdkafka()),
+            "kafka": kafka_check(settings),
             "wallet": http_check(settings.wallet.url.rstrip("/") + "/health/ready"),
             **checks,
         }
@@ -105,14 +105,14 @@ def _reconcile_loop(args: argparse.Namespace, settings: Settings) -> int:
     import asyncpg
 
     from trade_engine import logs, metrics
-    from trade_engine.agents.reconcile import RUNS, DriftTracker, check, export
+    from trade_engine.agents.reconcile import RUNS, DriftTracker, Reconciler, export
     from trade_engine.health import Health, Recent, kafka_check, postgres_check
 
     logs.configure(settings.log_level)
     ran = Recent("reconcile run", max_age_s=2 * args.every + 300)
     health = Health(
         {
-            "kafka": kafka_check(settings.kafka.librdkafka()),
+            "kafka": kafka_check(settings),
             "postgres": postgres_check(settings.postgres.dsn()),
             "runs": ran,
         }
@@ -121,10 +121,12 @@ def _reconcile_loop(args: argparse.Namespace, settings: Settings) -> int:
         args.metrics_port or 0, health, addr=settings.metrics_host, state_dir=settings.state_dir
     )
     tracker = DriftTracker()
+    # One reconciler for the loop's life: each run reads only what was written since.
+    reconciler = Reconciler(settings, args.schema)
     while True:
         started = time.monotonic()
         try:
-            report = check(settings, args.schema, wait_s=args.wait)
+            report = reconciler.check(wait_s=args.wait)
         except (OSError, asyncpg.PostgresError) as exc:
             RUNS.labels("error").inc()
             print(f"reconcile: {exc!r}", file=sys.stderr)

@@ -26,8 +26,8 @@ from trade_engine.connectors.wallet.exceptions import (
 from trade_engine.connectors.wallet.models import ReserveRequest, ReserveResponse
 from trade_engine.streams.codec import decode_command, encode
 from trade_engine.streams.commands import CancelOrder, PlaceOrder, to_core
+from trade_engine.tables.matching.checks import required_hold
 from trade_engine.tables.matching.commands import PlaceRequest
-from trade_engine.tables.matching.engine import required_hold
 from trade_engine.tables.symbols import rules_for
 
 RULES = rules_for(

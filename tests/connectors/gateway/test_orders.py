@@ -301,3 +301,46 @@ async def test_open_orders_cap(
             "/api/v1/orders", json={**LIMIT_ORDER, "time_in_force": "IOC"}, headers=headers
         )
         assert ioc.status == 201  # cannot rest, so it does not count against the cap
+
+
+async def test_orders_only_the_history_knows_are_found_and_keep_their_client_ids(
+    gateway: Gateway,
+) -> None:
+    """Orders this gateway's store never saw (placed through another gateway) are read from
+    the history: by client order id, in the open orders, and an open one's client order id
+    is refused to a new place while an ended one's is free."""
+    now = datetime.now(UTC)
+    conn = await asyncpg.connect(gateway.settings.postgres.dsn())
+    try:
+        await conn.executemany(
+            f'INSERT INTO "{gateway.schema}".orders (order_id, user_id, symbol, side, '
+            "order_type, status, client_order_id, quantity, price, created_at, updated_at, "
+            "accepted_seq, last_seq) "
+            "VALUES ($1, 'u1', $2, 'BUY', 'LIMIT', $3, $4, 1, 50000, $5, $5, 1, 1)",
+            [
+                ("h1", "BTC/USDT", "OPEN", "old-open", now - timedelta(minutes=2)),
+                ("h2", "ETH/USDT", "PARTIALLY_FILLED", None, now - timedelta(minutes=1)),
+                ("h3", "BTC/USDT", "FILLED", "old-done", now),
+            ],
+        )
+    finally:
+        await conn.close()
+    c, mine = gateway.client, gateway.auth("u1")
+
+    got = await c.get("/api/v1/orders/client/old-open", headers=mine)
+    assert got.status == 200
+    body = await got.json()
+    assert (body["order_id"], body["status"], body["symbol"]) == ("h1", "OPEN", "BTC/USDT")
+    assert (await c.get("/api/v1/orders/client/old-open", headers=gateway.auth("u2"))).status == 404
+
+    every = await (await c.get("/api/v1/orders/open", headers=mine)).json()
+    assert [o["order_id"] for o in every["items"]] == ["h2", "h1"]
+    btc = await (await c.get("/api/v1/orders/open?symbol=BTC/USDT", headers=mine)).json()
+    assert [o["order_id"] for o in btc["items"]] == ["h1"]
+
+    taken = await _place(gateway, "u1", client_order_id="old-open")
+    assert taken.status == 409
+    assert (await taken.json())["code"] == "CLIENT_ORDER_ID_IN_USE"
+    free = await _place(gateway, "u1", client_order_id="old-done")
+    assert free.status == 201
+    assert [json.loads(m.value())["client_order_id"] for m in gateway.commands()] == ["old-done"]

@@ -22,7 +22,7 @@ from trade_engine.tables.matching import (
     TimeInForce,
     TradingState,
 )
-from trade_engine.tables.matching.engine import hash_snapshot
+from trade_engine.tables.matching.state import hash_snapshot
 
 BUY, SELL, LIMIT = Side.BUY, Side.SELL, OrderType.LIMIT
 

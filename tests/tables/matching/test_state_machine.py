@@ -37,8 +37,8 @@ from trade_engine.tables.matching import (
     Trade,
     TradingState,
 )
-from trade_engine.tables.matching.engine import hash_snapshot
 from trade_engine.tables.matching.reference import NaiveBook
+from trade_engine.tables.matching.state import hash_snapshot
 
 USERS = st.sampled_from(["u0", "u1", "u2"])
 PRICES = st.integers(min_value=95, max_value=105)

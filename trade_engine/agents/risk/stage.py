@@ -57,9 +57,9 @@ from trade_engine.connectors.wallet.exceptions import WalletError
 from trade_engine.connectors.wallet.models import ReserveRequest, ReserveResponse
 from trade_engine.streams.codec import decode_command, encode, header
 from trade_engine.streams.commands import PlaceOrder, RiskReject, to_core
+from trade_engine.tables.matching.checks import parse_place as core_parse_place
+from trade_engine.tables.matching.checks import required_hold
 from trade_engine.tables.matching.commands import Place, PlaceRequest
-from trade_engine.tables.matching.engine import parse_place as core_parse_place
-from trade_engine.tables.matching.engine import required_hold
 from trade_engine.tables.matching.enums import Side
 from trade_engine.tables.matching.exceptions import NumberFormatError
 from trade_engine.tables.matching.rules import SymbolRules

@@ -25,7 +25,7 @@ from trade_engine.connectors.gateway.orders import history_window
 from trade_engine.connectors.wallet.exceptions import NotFoundError as WalletNotFound
 from trade_engine.connectors.wallet.exceptions import WalletError
 from trade_engine.connectors.wallet.models import format_amount
-from trade_engine.sinks.repository import Repository
+from trade_engine.sinks.read_model import Repository
 
 
 async def my_trades(request: web.Request, principal: Principal | None) -> web.StreamResponse:

@@ -50,10 +50,6 @@ class Resources:
     refreshing: set[str] = field(default_factory=set)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
-    @property
-    def orders_table(self) -> str:
-        return f'"{self.schema}".orders'
-
 
 RESOURCES = web.AppKey("gateway_resources", Resources)
 

@@ -8,7 +8,8 @@ answer (the execution feed) and returns that status. Cancels, amends and mass
 cancels are answered ``202`` once durable; their outcome arrives as executions.
 
 Ownership: every lookup is by (user, id); another user's order is a 404, the
-same as an order that does not exist, and nothing is produced.
+same as an order that does not exist, and nothing is produced. Every read of the
+order history goes through the read model (``sinks/read_model.py``): no SQL here.
 """
 
 from __future__ import annotations
@@ -68,23 +69,16 @@ from trade_engine.connectors.producer import (
     build_place,
     new_order_id,
 )
-from trade_engine.sinks.repository import Order, Repository, decode_cursor
+from trade_engine.sinks.read_model import Order, Repository, decode_cursor
 from trade_engine.streams.commands import PlaceOrder, to_core
+from trade_engine.tables.matching.checks import parse_place, static_problem
 from trade_engine.tables.matching.commands import PlaceRequest
-from trade_engine.tables.matching.engine import parse_place, static_problem
 from trade_engine.tables.matching.enums import OrderType, TimeInForce
 from trade_engine.tables.matching.exceptions import NumberFormatError
 from trade_engine.tables.matching.rules import SymbolRules
 
-OPEN_STATUSES = ("PENDING", "OPEN", "PARTIALLY_FILLED")
 FINAL_STATUSES = frozenset({"FILLED", "CANCELLED", "EXPIRED", "REJECTED"})
 _ANSWER_STATUSES = FINAL_STATUSES | {"OPEN", "PENDING"}
-_ORDER_COLS = (
-    "order_id, user_id, symbol, side::text, order_type::text, status::text, quantity, funds, "
-    "filled_quantity, quote_filled, price, stop_price, time_in_force::text, client_order_id, "
-    "created_at, updated_at"
-)
-_OPEN_LIMIT = 1000
 _ID = re.compile(ID_PATTERN)
 _COUNT_TTL_S = 1.0
 
@@ -232,12 +226,8 @@ async def _has_ended(res: Resources, holder: OrderRecord) -> bool:
 
 async def _live_client_id(res: Resources, user: str, client_order_id: str) -> bool:
     """An open order with this client id in the history (placed before the store remembers)."""
-    sql = (
-        f"SELECT 1 FROM {res.orders_table} WHERE client_order_id = $1 AND user_id = $2 "  # noqa: S608
-        "AND status IN ('PENDING', 'OPEN', 'PARTIALLY_FILLED') LIMIT 1"
-    )
     try:
-        return await res.pool.fetchval(sql, client_order_id, user) is not None
+        return await _history(res).has_open_client_order_id(client_order_id, user)
     except DB_UNAVAILABLE as exc:
         raise db_unavailable(exc) from None
 
@@ -289,12 +279,8 @@ async def _refresh_open_count(res: Resources, user: str) -> None:
 
 
 async def _read_open_count(res: Resources, user: str) -> int:
-    sql = (
-        f"SELECT count(*) FROM {res.orders_table} WHERE user_id = $1 "  # noqa: S608
-        "AND status IN ('PENDING', 'OPEN', 'PARTIALLY_FILLED')"
-    )
     try:
-        count = int(await res.pool.fetchval(sql, user))
+        count = await _history(res).count_open_orders(user)
     except DB_UNAVAILABLE as exc:
         raise db_unavailable(exc) from None
     if len(res.open_counts) > 100_000:
@@ -347,9 +333,14 @@ def _apply_first(response: dict[str, Any], first: dict[str, Any]) -> dict[str, A
 # --- queries ---------------------------------------------------------------------------
 
 
+def _history(res: Resources) -> Repository:
+    """The read model over the history tables the Postgres sink writes."""
+    return Repository(res.pool, res.schema)
+
+
 async def _order_row(res: Resources, order_id: str, user: str) -> Order | None:
     try:
-        return await Repository(res.pool, res.schema).get_order(order_id, user)
+        return await _history(res).get_order(order_id, user)
     except DB_UNAVAILABLE as exc:
         raise db_unavailable(exc) from None
 
@@ -410,19 +401,14 @@ async def _find_by_client_id(
     record = await res.store.by_client_id(user, client_order_id)
     if record is not None and record.user_id == user:
         return await _find(res, record.order_id, user, feed)
-    sql = (
-        f"SELECT {_ORDER_COLS} FROM {res.orders_table} "  # noqa: S608
-        "WHERE client_order_id = $1 AND user_id = $2 ORDER BY created_at DESC LIMIT 1"
-    )
     try:
-        row = await res.pool.fetchrow(sql, client_order_id, user)
+        order = await _history(res).order_by_client_id(client_order_id, user)
     except DB_UNAVAILABLE as exc:
         raise db_unavailable(exc) from None
-    if row is None:
+    if order is None:
         raise NotFoundError(
             "order not found", {"client_order_id": client_order_id}, code="ORDER_NOT_FOUND"
         )
-    order = Order(*row.values())
     return row_response(order), order.symbol
 
 
@@ -459,21 +445,14 @@ async def get_order_by_client_id(
 async def open_orders(request: web.Request, principal: Principal | None) -> web.StreamResponse:
     res = request.app[RESOURCES]
     params = query(request, SymbolQuery)
-    args: list[Any] = [_user(principal)]
-    where = "user_id = $1 AND status IN ('PENDING', 'OPEN', 'PARTIALLY_FILLED')"
+    user = _user(principal)
     if params.symbol is not None:
         symbol_rules(res, params.symbol)
-        where += " AND symbol = $2"
-        args.append(params.symbol)
-    sql = (
-        f"SELECT {_ORDER_COLS} FROM {res.orders_table} WHERE {where} "  # noqa: S608
-        f"ORDER BY created_at DESC, order_id DESC LIMIT {_OPEN_LIMIT}"
-    )
     try:
-        rows = await res.pool.fetch(sql, *args)
+        rows = await _history(res).open_orders(user, params.symbol)
     except DB_UNAVAILABLE as exc:
         raise db_unavailable(exc) from None
-    items = [row_response(Order(*row.values())) for row in rows]
+    items = [row_response(row) for row in rows]
     return respond({"items": items, "next_cursor": None})
 
 
@@ -498,9 +477,8 @@ async def order_history(request: web.Request, principal: Principal | None) -> we
     params = query(request, HistoryQuery)
     symbol_rules(res, params.symbol)
     since, until = history_window(params, request.app[SETTINGS].gateway.history_days)
-    repo = Repository(res.pool, res.schema)
     try:
-        page = await repo.list_orders(
+        page = await _history(res).list_orders(
             _user(principal), params.symbol, since, until, limit=params.limit, cursor=params.cursor
         )
     except DB_UNAVAILABLE as exc:

@@ -8,6 +8,7 @@ quote amounts integer quote units (tick * step); decimal strings exist only in
 ``numbers`` (parse/format) and in the ``*Request`` commands that use it.
 """
 
+from trade_engine.tables.matching.checks import parse_place, required_hold
 from trade_engine.tables.matching.codes import EndReason, RejectCode
 from trade_engine.tables.matching.commands import (
     Amend,
@@ -20,7 +21,7 @@ from trade_engine.tables.matching.commands import (
     SetTradingState,
     TimeTick,
 )
-from trade_engine.tables.matching.engine import MatchingEngine, parse_place, required_hold
+from trade_engine.tables.matching.engine import MatchingEngine
 from trade_engine.tables.matching.enums import (
     OrderStatus,
     OrderType,

@@ -6,20 +6,30 @@ lists sorted by (stop price, seq), a heap keyed by (expire_at, seq), or an
 explicit sort by seq). Every output record takes the next ``seq``; a command
 with no effect (a tick that expires nothing, a mass cancel of nothing) emits
 nothing and takes no seq. A rejected command changes nothing but ``seq``.
+
+Only the transitions live here. What they change (the orders and their indexes),
+and how it is saved, restored, hashed and checked, is the base class
+``state.EngineState``; the static rules of a place, shared with the gateway and the
+risk stage, are in ``checks``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import heapq
-import json
-from bisect import bisect_left, insort
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from enum import Enum
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
-from trade_engine.tables.matching.book import Book, BookLike
+from trade_engine.tables.matching.book import BookLike
+from trade_engine.tables.matching.checks import (
+    IMMEDIATE,
+    MARKET_TYPES,
+    STOP_TYPES,
+    Problem,
+    amended_hold,
+    parse_place,
+    required_hold,
+    static_problem,
+)
 from trade_engine.tables.matching.codes import EndReason, RejectCode
 from trade_engine.tables.matching.commands import (
     Amend,
@@ -41,11 +51,7 @@ from trade_engine.tables.matching.enums import (
     TimeInForce,
     TradingState,
 )
-from trade_engine.tables.matching.exceptions import (
-    InvariantError,
-    NumberFormatError,
-    SnapshotError,
-)
+from trade_engine.tables.matching.exceptions import NumberFormatError
 from trade_engine.tables.matching.executions import (
     Accepted,
     Amended,
@@ -57,169 +63,19 @@ from trade_engine.tables.matching.executions import (
     TradingStateChanged,
     Triggered,
 )
-from trade_engine.tables.matching.order import IN_BOOK, IN_STOPS, NOWHERE, STATE_FIELDS, Order
+from trade_engine.tables.matching.order import IN_BOOK, IN_STOPS, Order
 from trade_engine.tables.matching.rules import BPS, PPM, SymbolRules
-
-SNAPSHOT_FORMAT = 1
+from trade_engine.tables.matching.state import EngineState
 
 # Why the matching loop stopped.
 _DONE, _NO_LIQUIDITY, _FUNDS, _TAKER_GONE = 0, 1, 2, 3
 
-_MARKET_TYPES = (OrderType.MARKET, OrderType.STOP)
-_STOP_TYPES = (OrderType.STOP, OrderType.STOP_LIMIT)
-_IMMEDIATE = (TimeInForce.IOC, TimeInForce.FOK)
 
-Problem = tuple[RejectCode, str]
-_E = TypeVar("_E", bound=Enum)
-
-
-def _member(cls: type[_E], value: Any) -> _E:
-    """``cls(value)`` without the Enum call machinery on the hot path (same result,
-    and the same ValueError from ``cls(value)`` for anything that is not a value)."""
-    try:
-        member = cls._value2member_map_.get(value)
-    except TypeError:  # unhashable: let the Enum call raise as usual
-        member = None
-    return cls(value) if member is None else member  # type: ignore[return-value]
-
-
-def required_hold(p: Place) -> int:
-    """The hold a wallet must place for ``p``: quote units for buys, lots for sells.
-
-    LIMIT/STOP_LIMIT buy: price * quantity; MARKET/STOP buy: funds; sell: quantity.
-    Fees are charged in the received asset, so they never need a hold.
-    """
-    if p.side is Side.SELL:
-        return max(p.quantity or 0, 0)
-    if p.order_type in _MARKET_TYPES:
-        return max(p.funds or 0, 0)
-    if p.price is None or p.quantity is None:
-        return 0
-    return max(p.price * p.quantity, 0)
-
-
-def _amended_hold(o: Order, price: int, qty: int) -> int:
-    """An order's hold after an amend to ``(price, qty)``: never above the hold it has."""
-    if o.side is Side.BUY:
-        return o.spent + price * (qty - o.filled - o.cancelled)
-    return qty
-
-
-def parse_place(r: PlaceRequest, rules: SymbolRules) -> Place:
-    """The integer ``Place`` of a wire place, with the symbol's scales.
-
-    Raises ``NumberFormatError`` (off grid, malformed) or ``ValueError`` (unknown
-    enum). The risk stage computes holds with this very function, so what it
-    reserves and what the matcher accepts can never disagree.
-    """
-    return Place(
-        r.order_id,
-        r.user_id,
-        _member(Side, r.side),
-        _member(OrderType, r.order_type),
-        None if r.quantity is None else rules.qty_scale.parse(r.quantity),
-        None if r.price is None else rules.price_scale.parse(r.price),
-        None if r.stop_price is None else rules.price_scale.parse(r.stop_price),
-        None if r.funds is None else rules.quote_scale.parse(r.funds),
-        _member(TimeInForce, r.tif),
-        r.client_order_id,
-        _member(StpMode, r.stp),
-        r.post_only,
-        r.expire_at,
-    )
-
-
-# A validation ladder reads best flat: one check, one stable code per line.
-def static_problem(p: Place, r: SymbolRules) -> Problem | None:  # noqa: PLR0911, PLR0912
-    """Checks that depend only on the command and the symbol rules.
-
-    Public so that the gateway refuses exactly what the matcher would reject
-    before anything reaches the log (the state checks stay the matcher's).
-    """
-    limit_like = p.order_type is OrderType.LIMIT or p.order_type is OrderType.STOP_LIMIT
-    stop_like = p.order_type in _STOP_TYPES
-    if limit_like:
-        if p.price is None:
-            return RejectCode.VALIDATION_PRICE_REQUIRED, "limit orders need a price"
-        if p.price <= 0:
-            return RejectCode.VALIDATION_PRICE_NOT_POSITIVE, "price must be positive"
-    elif p.price is not None:
-        return RejectCode.VALIDATION_PRICE_NOT_ALLOWED, "market orders take no price"
-    if stop_like:
-        if p.stop_price is None:
-            return RejectCode.VALIDATION_STOP_PRICE_REQUIRED, "stop orders need a stop price"
-        if p.stop_price <= 0:
-            return RejectCode.VALIDATION_PRICE_NOT_POSITIVE, "stop price must be positive"
-    elif p.stop_price is not None:
-        return RejectCode.VALIDATION_STOP_PRICE_NOT_ALLOWED, "only stop orders take one"
-    market_buy = not limit_like and p.side is Side.BUY
-    if market_buy:
-        if p.funds is None:
-            return RejectCode.VALIDATION_FUNDS_REQUIRED, "market buys need funds (the hold)"
-        if p.funds <= 0:
-            return RejectCode.VALIDATION_QUANTITY_NOT_POSITIVE, "funds must be positive"
-        if p.funds < r.min_notional:
-            return RejectCode.VALIDATION_NOTIONAL_BELOW_MIN, "funds below min notional"
-    elif p.funds is not None:
-        return RejectCode.VALIDATION_FUNDS_NOT_ALLOWED, "funds only on market buys"
-    if p.quantity is None:
-        if not market_buy:
-            return RejectCode.VALIDATION_QUANTITY_REQUIRED, "quantity required"
-    elif p.quantity <= 0:
-        return RejectCode.VALIDATION_QUANTITY_NOT_POSITIVE, "quantity must be positive"
-    elif p.quantity < r.min_qty:
-        return RejectCode.VALIDATION_QUANTITY_BELOW_MIN, f"quantity below {r.min_qty} lots"
-    if limit_like and p.price * p.quantity < r.min_notional:  # type: ignore[operator]
-        return RejectCode.VALIDATION_NOTIONAL_BELOW_MIN, "notional below min notional"
-    tif = p.tif
-    if not limit_like and (
-        tif not in _IMMEDIATE or (p.quantity is None and tif is TimeInForce.FOK)
-    ):
-        return RejectCode.VALIDATION_TIF_NOT_ALLOWED, f"{tif} not allowed for this type"
-    if p.post_only and (not limit_like or tif in _IMMEDIATE):
-        return RejectCode.VALIDATION_POST_ONLY_NOT_ALLOWED, "post-only needs a resting limit"
-    if tif is TimeInForce.GTD:
-        if p.expire_at is None:
-            return RejectCode.VALIDATION_EXPIRE_AT_REQUIRED, "GTD needs expire_at"
-    elif p.expire_at is not None:
-        return RejectCode.VALIDATION_EXPIRE_AT_NOT_ALLOWED, "expire_at only with GTD"
-    return None
-
-
-def touched_order_ids(records: Iterable[Execution]) -> list[str]:
-    """Order ids whose state the records changed, first-touch order, no repeats."""
-    seen: dict[str, None] = {}
-    for r in records:
-        if isinstance(r, Trade | StpPrevented):
-            seen[r.taker_order_id] = None
-            seen[r.maker_order_id] = None
-        elif isinstance(r, Accepted | Amended | Triggered | OrderEnded):
-            seen[r.order_id] = None
-    return list(seen)
-
-
-class MatchingEngine:
+class MatchingEngine(EngineState):
     """One symbol's book. ``apply(command) -> list[Execution]`` is the only mutator."""
 
     def __init__(self, rules: SymbolRules, *, book: BookLike | None = None) -> None:
-        self.rules = rules
-        self.symbol = rules.symbol
-        self.book: BookLike = book if book is not None else Book()
-        self.seq = 0
-        self.now = 0
-        self.prio = 0
-        self.last_price: int | None = None
-        self.reference_price: int | None = rules.reference_price
-        self.trading_state = TradingState.TRADING
-        self.orders: dict[str, Order] = {}
-        self.user_orders: dict[str, dict[str, Order]] = {}
-        self.client_ids: dict[tuple[str, str], str] = {}
-        self.pending: dict[int, Order] = {}
-        self.buy_stops: list[tuple[int, int]] = []
-        self.sell_stops: list[tuple[int, int]] = []
-        self.expiry: list[tuple[int, int, str]] = []
-        self.recent: deque[str] = deque()
-        self.recent_set: set[str] = set()
+        super().__init__(rules, book=book)
         self._handlers: dict[type, Callable[[Any, list[Execution]], None]] = {
             Place: self._place,
             PlaceRequest: self._place_request,
@@ -240,11 +96,6 @@ class MatchingEngine:
             raise TypeError(f"not a matching command: {type(command).__name__}")
         handler(command, out)
         return out
-
-    def order_state(self, order_id: str) -> dict[str, Any] | None:
-        """The live order's plain state, or None once it has ended."""
-        o = self.orders.get(order_id)
-        return None if o is None else o.state()
 
     def depth(self, side: Side, n: int) -> list[tuple[int, int, int]]:
         return self.book.depth(side, n)
@@ -300,33 +151,6 @@ class MatchingEngine:
         k = (self.now - r.day_offset_ms) // r.day_session_ms + 1
         return r.day_offset_ms + k * r.day_session_ms
 
-    def _register(self, o: Order) -> None:
-        self.orders[o.order_id] = o
-        mine = self.user_orders.get(o.user_id)
-        if mine is None:
-            mine = self.user_orders[o.user_id] = {}
-        mine[o.order_id] = o
-        if o.client_order_id is not None:
-            self.client_ids[(o.user_id, o.client_order_id)] = o.order_id
-
-    def _unregister(self, o: Order) -> None:
-        del self.orders[o.order_id]
-        mine = self.user_orders[o.user_id]
-        del mine[o.order_id]
-        if not mine:
-            del self.user_orders[o.user_id]
-        if o.client_order_id is not None:
-            del self.client_ids[(o.user_id, o.client_order_id)]
-
-    def _remember(self, order_id: str) -> None:
-        window = self.rules.dedup_window
-        if not window:
-            return
-        self.recent.append(order_id)
-        self.recent_set.add(order_id)
-        if len(self.recent) > window:
-            self.recent_set.discard(self.recent.popleft())
-
     def _end(self, o: Order, status: OrderStatus, reason: EndReason, out: list[Execution]) -> None:
         if o.where == IN_BOOK:
             self.book.remove(o)
@@ -377,7 +201,7 @@ class MatchingEngine:
                 self._end(o, OrderStatus.EXPIRED, EndReason.FUNDS_EXHAUSTED, out)
             else:
                 self._end(o, OrderStatus.EXPIRED, EndReason.NO_LIQUIDITY, out)
-        elif o.tif in _IMMEDIATE:
+        elif o.tif in IMMEDIATE:
             self._end(o, OrderStatus.EXPIRED, EndReason.IOC_REMAINDER, out)
         else:
             self._rest(o)
@@ -518,36 +342,6 @@ class MatchingEngine:
 
     # --------------------------------------------------------------- stops
 
-    def _add_stop(self, o: Order) -> None:
-        o.where = IN_STOPS
-        o.status = OrderStatus.PENDING
-        self.pending[o.seq] = o
-        assert o.stop_price is not None
-        insort(self.buy_stops if o.side is Side.BUY else self.sell_stops, (o.stop_price, o.seq))
-
-    def _remove_stop(self, o: Order) -> None:
-        del self.pending[o.seq]
-        stops = self.buy_stops if o.side is Side.BUY else self.sell_stops
-        assert o.stop_price is not None
-        del stops[bisect_left(stops, (o.stop_price, o.seq))]
-        o.where = NOWHERE
-
-    def _next_triggered(self) -> Order | None:
-        """The earliest-accepted pending stop whose condition the last price meets."""
-        last = self.last_price
-        if last is None:
-            return None
-        first: int | None = None
-        end = bisect_left(self.buy_stops, (last + 1, 0))
-        for _, seq in self.buy_stops[:end]:
-            if first is None or seq < first:
-                first = seq
-        start = bisect_left(self.sell_stops, (last, 0))
-        for _, seq in self.sell_stops[start:]:
-            if first is None or seq < first:
-                first = seq
-        return None if first is None else self.pending[first]
-
     def _run_stops(self, out: list[Execution]) -> None:
         if not self.pending:
             return
@@ -581,9 +375,9 @@ class MatchingEngine:
                 return RejectCode.MATCHING_SYMBOL_HALTED, "symbol halted"
             if st is TradingState.CANCEL_ONLY:
                 return RejectCode.MATCHING_SYMBOL_CANCEL_ONLY, "symbol is cancel-only"
-            if st is TradingState.POST_ONLY and (t is not OrderType.LIMIT or p.tif in _IMMEDIATE):
+            if st is TradingState.POST_ONLY and (t is not OrderType.LIMIT or p.tif in IMMEDIATE):
                 return RejectCode.MATCHING_SYMBOL_POST_ONLY, "symbol is post-only"
-            if st is TradingState.LIMIT_ONLY and t in _MARKET_TYPES:
+            if st is TradingState.LIMIT_ONLY and t in MARKET_TYPES:
                 return RejectCode.MATCHING_SYMBOL_LIMIT_ONLY, "symbol is limit-only"
         if p.client_order_id is not None and (p.user_id, p.client_order_id) in self.client_ids:
             return RejectCode.MATCHING_DUPLICATE_CLIENT_ORDER_ID, "client order id is live"
@@ -592,13 +386,13 @@ class MatchingEngine:
         cap = self.rules.max_open_orders
         if (
             cap
-            and (t in _STOP_TYPES or p.tif not in _IMMEDIATE)
+            and (t in STOP_TYPES or p.tif not in IMMEDIATE)
             and len(self.user_orders.get(p.user_id, ())) >= cap
         ):
             return RejectCode.MATCHING_MAX_OPEN_ORDERS, f"user has {cap} open orders"
         if p.price is not None and (band := self._band_problem(p.price)) is not None:
             return band
-        if t in _STOP_TYPES:
+        if t in STOP_TYPES:
             return None
         if (
             p.price is not None
@@ -654,7 +448,7 @@ class MatchingEngine:
         o = Order.from_place(p, expire_at, required_hold(p))
         self.seq += 1
         o.seq = self.seq
-        stop = p.order_type in _STOP_TYPES
+        stop = p.order_type in STOP_TYPES
         out.append(
             Accepted(
                 o.seq,
@@ -795,7 +589,7 @@ class MatchingEngine:
                 return band, None
             if (o.post_only or st is TradingState.POST_ONLY) and self._crosses(o.side, price):
                 return (RejectCode.MATCHING_POST_ONLY_WOULD_TAKE, "post-only would take"), None
-        if _amended_hold(o, price, qty) > o.reserved:
+        if amended_hold(o, price, qty) > o.reserved:
             # Nothing holds the extra: the risk stage reserved this order's hold
             # before matching and cannot know its fills. Cancel and place anew.
             problem = (RejectCode.MATCHING_AMEND_EXCEEDS_HOLD, "amend needs more than is held")
@@ -822,7 +616,7 @@ class MatchingEngine:
             o.price, o.remaining = price, remaining
         o.quantity = qty
         old = o.reserved
-        o.reserved = _amended_hold(o, price, qty)
+        o.reserved = amended_hold(o, price, qty)
         self.seq += 1
         out.append(
             Amended(
@@ -887,171 +681,3 @@ class MatchingEngine:
                 continue  # lazily deleted: the order ended earlier
             reason = EndReason.DAY_EXPIRY if o.tif is TimeInForce.DAY else EndReason.GTD_EXPIRY
             self._end(o, OrderStatus.EXPIRED, reason, out)
-
-    # --------------------------------------------------- state and checks
-
-    def iter_orders(self) -> Iterator[Order]:
-        """Live orders in canonical order: bids, asks (priority order), then stops by seq."""
-        yield from self.book.iter_side(Side.BUY)
-        yield from self.book.iter_side(Side.SELL)
-        for seq in sorted(self.pending):
-            yield self.pending[seq]
-
-    def header(self) -> dict[str, Any]:
-        """Everything but the orders and the dedup window (small; persist per command)."""
-        return {
-            "format": SNAPSHOT_FORMAT,
-            "symbol": self.symbol,
-            "rules": self.rules.to_dict(),
-            "seq": self.seq,
-            "now": self.now,
-            "prio": self.prio,
-            "last_price": self.last_price,
-            "reference_price": self.reference_price,
-            "trading_state": self.trading_state.value,
-        }
-
-    def snapshot(self) -> dict[str, Any]:
-        """The whole state as JSON-able plain data (see docs/matching.md)."""
-        snap = self.header()
-        snap["order_fields"] = list(STATE_FIELDS)
-        snap["orders"] = [o.state_list() for o in self.iter_orders()]
-        snap["recent_order_ids"] = list(self.recent)
-        return snap
-
-    def state_hash(self) -> str:
-        return hash_snapshot(self.snapshot())
-
-    @classmethod
-    def restore(cls, snapshot: dict[str, Any], *, book: BookLike | None = None) -> MatchingEngine:
-        """Rebuild from ``snapshot()`` output (orders already in canonical order)."""
-        if snapshot.get("format") != SNAPSHOT_FORMAT:
-            raise SnapshotError(f"unknown snapshot format {snapshot.get('format')!r}")
-        if snapshot.get("order_fields") != list(STATE_FIELDS):
-            raise SnapshotError("order_fields differ from this version's STATE_FIELDS")
-        engine = cls(SymbolRules.from_dict(snapshot["rules"]), book=book)
-        engine._load_header(snapshot)
-        engine._load_orders(Order.from_state_list(s) for s in snapshot["orders"])
-        engine._load_recent(snapshot["recent_order_ids"])
-        return engine
-
-    @classmethod
-    def from_states(
-        cls,
-        header: dict[str, Any],
-        order_states: Iterable[dict[str, Any]],
-        recent_order_ids: Iterable[str] = (),
-        *,
-        book: BookLike | None = None,
-    ) -> MatchingEngine:
-        """Rebuild from a header and per-order state dicts in any order (per-order tables)."""
-        orders = [Order.from_state(d) for d in order_states]
-        orders.sort(key=_canonical_key)
-        return cls.restore(
-            {
-                **header,
-                "order_fields": list(STATE_FIELDS),
-                "orders": [o.state_list() for o in orders],
-                "recent_order_ids": list(recent_order_ids),
-            },
-            book=book,
-        )
-
-    def _load_header(self, h: dict[str, Any]) -> None:
-        self.seq, self.now, self.prio = h["seq"], h["now"], h["prio"]
-        self.last_price, self.reference_price = h["last_price"], h["reference_price"]
-        self.trading_state = TradingState(h["trading_state"])
-
-    def _load_orders(self, orders: Iterable[Order]) -> None:
-        for o in orders:
-            if o.where == IN_BOOK:
-                self.book.add(o)
-            elif o.where == IN_STOPS:
-                self._add_stop(o)
-            else:
-                raise SnapshotError(f"order {o.order_id} is neither resting nor pending")
-            self._register(o)
-            if o.expire_at is not None:
-                self.expiry.append((o.expire_at, o.seq, o.order_id))
-        heapq.heapify(self.expiry)
-
-    def _load_recent(self, ids: Iterable[str]) -> None:
-        self.recent = deque(ids)
-        self.recent_set = set(self.recent)
-
-    def validate(self) -> None:
-        """Check every internal invariant; raise InvariantError listing what broke."""
-        errs = self.book.problems()
-        seen: dict[str, Order] = {}
-        for o in self.iter_orders():
-            if o.order_id in seen:
-                errs.append(f"order {o.order_id} appears twice")
-            seen[o.order_id] = o
-            errs.extend(self._order_problems(o))
-        if seen.keys() != self.orders.keys():
-            errs.append("orders index differs from book + pending stops")
-        users = {(o.user_id, oid) for oid, o in self.orders.items()}
-        if users != {(u, oid) for u, mine in self.user_orders.items() for oid in mine}:
-            errs.append("user index differs from orders")
-        coids = {
-            (o.user_id, o.client_order_id): oid
-            for oid, o in self.orders.items()
-            if o.client_order_id is not None
-        }
-        if coids != self.client_ids:
-            errs.append("client order id index differs from orders")
-        stops = sorted((o.stop_price, o.seq) for o in self.pending.values() if o.side is Side.BUY)
-        if stops != self.buy_stops:
-            errs.append("buy stop index differs")
-        stops = sorted((o.stop_price, o.seq) for o in self.pending.values() if o.side is Side.SELL)
-        if stops != self.sell_stops:
-            errs.append("sell stop index differs")
-        if self._next_triggered() is not None:
-            errs.append("a pending stop is left triggered")
-        if self.recent_set != set(self.recent) or len(self.recent) > self.rules.dedup_window:
-            errs.append("dedup window inconsistent")
-        if errs:
-            raise InvariantError("; ".join(errs[:20]))
-
-    def _order_problems(self, o: Order) -> list[str]:
-        errs: list[str] = []
-        if o.seq > self.seq or o.prio > self.prio:
-            errs.append(f"{o.order_id}: seq/prio from the future")
-        q = o.quantity
-        if q is None:
-            if o.where != IN_STOPS or o.funds is None:
-                errs.append(f"{o.order_id}: only a pending stop buy may lack a quantity")
-        elif q != o.filled + o.remaining + o.cancelled or o.remaining <= 0:
-            errs.append(f"{o.order_id}: quantity not conserved")
-        if o.where == IN_STOPS:
-            if o.status is not OrderStatus.PENDING or o.filled:
-                errs.append(f"{o.order_id}: pending stop with wrong status")
-        elif o.status is not (OrderStatus.OPEN if o.filled == 0 else OrderStatus.PARTIALLY_FILLED):
-            errs.append(f"{o.order_id}: resting order with wrong status {o.status}")
-        if o.side is Side.BUY:
-            if o.price is None:
-                if o.reserved != o.funds:
-                    errs.append(f"{o.order_id}: stop buy hold != funds")
-            elif o.reserved - o.spent < o.price * o.remaining:
-                errs.append(f"{o.order_id}: buy hold cannot cover the rest")
-        elif o.reserved - o.filled != o.remaining + o.cancelled:
-            errs.append(f"{o.order_id}: sell hold != unfilled lots")
-        return errs
-
-
-def _canonical_key(o: Order) -> tuple[int, int, int, int]:
-    if o.where == IN_BOOK:
-        assert o.price is not None
-        if o.side is Side.BUY:
-            return (0, 0, -o.price, o.prio)
-        return (0, 1, o.price, o.prio)
-    return (1, 0, 0, o.seq)
-
-
-def canonical_json(data: Any) -> bytes:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-
-
-def hash_snapshot(snapshot: dict[str, Any]) -> str:
-    """sha256 hex of the canonical JSON of a snapshot: equal states, equal hashes."""
-    return hashlib.sha256(canonical_json(snapshot)).hexdigest()

@@ -1,10 +1,12 @@
-"""The read repository: keyset pages equal a plain query; plans use indexes and prune partitions."""
+"""The gateway's read model: keyset pages equal a plain query; plans use indexes and prune
+partitions; open orders and client order ids are the caller's and the open ones."""
 
 from __future__ import annotations
 
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -12,7 +14,7 @@ import pytest
 from trade_engine.config import Settings
 from trade_engine.operations import synthetic
 from trade_engine.sinks.postgres import Position, PostgresWriter
-from trade_engine.sinks.repository import Repository
+from trade_engine.sinks.read_model import Repository
 
 pytestmark = pytest.mark.postgres
 START_MS = 1_767_225_600_000  # 2026-01-01
@@ -94,5 +96,55 @@ async def test_pages_and_plans(settings: Settings, pg_schema) -> None:
             assert 0 < len(scanned) < total, (scanned, total)
             if table == "trades":  # ten days, at most eleven daily partitions
                 assert len(scanned - {"trades_default"}) <= 11, scanned
+    finally:
+        await conn.close()
+
+
+async def _insert_orders(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """(order_id, user_id, symbol, status, client_order_id, created_at) rows."""
+    await conn.executemany(
+        "INSERT INTO orders (order_id, user_id, symbol, status, client_order_id, side, "
+        "order_type, quantity, price, created_at, updated_at, accepted_seq, last_seq) "
+        "VALUES ($1, $2, $3, $4, $5, 'BUY', 'LIMIT', 1, 50000, $6, $6, 1, 1)",
+        rows,
+    )
+
+
+async def test_open_orders_and_client_order_ids(settings: Settings, pg_schema) -> None:
+    schema = pg_schema()
+    base = datetime(2026, 1, 31, 23, tzinfo=UTC)  # two monthly partitions
+    at = [base + timedelta(minutes=30 * i) for i in range(6)]
+    conn = await asyncpg.connect(settings.postgres.dsn(), server_settings={"search_path": schema})
+    try:
+        await _insert_orders(
+            conn,
+            [
+                ("o1", "u1", "BTC/USDT", "OPEN", "c1", at[0]),
+                ("o2", "u1", "ETH/USDT", "PARTIALLY_FILLED", None, at[1]),
+                ("o3", "u1", "BTC/USDT", "FILLED", "c2", at[2]),
+                ("o4", "u1", "BTC/USDT", "PENDING", None, at[3]),
+                ("o5", "u2", "BTC/USDT", "OPEN", "c2", at[4]),
+                ("o6", "u1", "BTC/USDT", "CANCELLED", "c1", at[5]),
+            ],
+        )
+        repo = Repository(conn, schema)
+
+        assert [o.order_id for o in await repo.open_orders("u1")] == ["o4", "o2", "o1"]
+        assert [o.order_id for o in await repo.open_orders("u1", "BTC/USDT")] == ["o4", "o1"]
+        assert await repo.open_orders("nobody") == []
+        assert await repo.count_open_orders("u1") == 3
+        assert await repo.count_open_orders("nobody") == 0
+
+        assert await repo.has_open_client_order_id("c1", "u1")  # o1, though o6 ended
+        assert not await repo.has_open_client_order_id("c2", "u1")  # o3 ended
+        assert await repo.has_open_client_order_id("c2", "u2")
+
+        newest = await repo.order_by_client_id("c1", "u1")
+        assert newest is not None
+        assert (newest.order_id, newest.status) == ("o6", "CANCELLED")
+        assert await repo.order_by_client_id("c1", "u2") is None  # not another user's
+        mine = await repo.order_by_client_id("c2", "u2")
+        assert mine is not None
+        assert mine.order_id == "o5"
     finally:
         await conn.close()

@@ -1,9 +1,18 @@
-"""Read side of the sink's tables, for the gateway: orders and trades of one user.
+"""The gateway's read model: the read side of the history tables (``orders``,
+``trades``) that the Postgres sink (``sinks/postgres.py``) writes, queried by the
+gateway. Every statement the gateway runs against those tables is here, and none
+writes: the sink owns the rows, this module only reads them.
 
-Every query is shaped for an index and for partition pruning:
+Every query is shaped for an index and, where it has a time window, for partition
+pruning:
 
 - ``get_order``: ``idx_orders_order_id`` in each monthly partition (the id carries
   no date); pass ``created_after`` when the caller knows a lower bound to prune;
+- ``order_by_client_id``, ``has_open_client_order_id``: ``idx_orders_client_order``
+  (client order id, user) in each monthly partition;
+- ``open_orders``, ``count_open_orders``: the user's prefix of
+  ``idx_orders_user_symbol_created`` in each monthly partition (an open order can be
+  of any age);
 - ``list_orders``: ``idx_orders_user_symbol_created`` (user, symbol, created_at
   DESC, order_id DESC), the time window prunes months;
 - ``list_trades``: the buyer and seller indexes (user, symbol, executed_at DESC,
@@ -28,6 +37,10 @@ from trade_engine.migrations.runner import validate_schema
 
 T = TypeVar("T")
 MAX_LIMIT = 500
+# An order in one of these can still trade or be cancelled.
+OPEN_STATUSES = ("PENDING", "OPEN", "PARTIALLY_FILLED")
+# The open-orders query answers one page of at most this many, newest first.
+OPEN_ORDERS_LIMIT = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +107,7 @@ _TRADE_COLS = (
     "buyer_order_id, seller_order_id, buyer_fee, seller_fee, buyer_fee_asset, seller_fee_asset, "
     "is_buyer_maker"
 )
+_OPEN = "status IN (" + ", ".join(f"'{status}'" for status in OPEN_STATUSES) + ")"
 # Stands for "no upper bound": a constant keeps one statement shape (one cached plan).
 _FAR_FUTURE = datetime(9999, 12, 31, tzinfo=UTC)
 
@@ -105,17 +119,48 @@ class Repository:
         self.conn = conn
         self.schema = validate_schema(schema)
 
+    @property
+    def _orders(self) -> str:
+        return f'"{self.schema}".orders'
+
+    @property
+    def _trades(self) -> str:
+        return f'"{self.schema}".trades'
+
     def order_by_id_sql(self, with_lower_bound: bool) -> str:
         bound = " AND created_at >= $3" if with_lower_bound else ""
         return (
-            f'SELECT {_ORDER_COLS} FROM "{self.schema}".orders '  # noqa: S608
+            f"SELECT {_ORDER_COLS} FROM {self._orders} "  # noqa: S608
             f"WHERE order_id = $1 AND user_id = $2{bound} LIMIT 1"
+        )
+
+    def order_by_client_id_sql(self) -> str:
+        # The newest, should a client order id have been reused after its order ended.
+        return (
+            f"SELECT {_ORDER_COLS} FROM {self._orders} "  # noqa: S608
+            "WHERE client_order_id = $1 AND user_id = $2 ORDER BY created_at DESC LIMIT 1"
+        )
+
+    def open_client_order_id_sql(self) -> str:
+        return (
+            f"SELECT 1 FROM {self._orders} WHERE client_order_id = $1 AND user_id = $2 "  # noqa: S608
+            f"AND {_OPEN} LIMIT 1"
+        )
+
+    def open_count_sql(self) -> str:
+        return f"SELECT count(*) FROM {self._orders} WHERE user_id = $1 AND {_OPEN}"  # noqa: S608
+
+    def open_orders_sql(self, with_symbol: bool) -> str:
+        where = f"user_id = $1 AND {_OPEN}" + (" AND symbol = $2" if with_symbol else "")
+        return (
+            f"SELECT {_ORDER_COLS} FROM {self._orders} WHERE {where} "  # noqa: S608
+            f"ORDER BY created_at DESC, order_id DESC LIMIT {OPEN_ORDERS_LIMIT}"
         )
 
     def orders_sql(self) -> str:
         # $1 user, $2 symbol, $3 since, $4 until, $5/$6 cursor (time, id), $7 limit
         return (
-            f'SELECT {_ORDER_COLS} FROM "{self.schema}".orders '  # noqa: S608
+            f"SELECT {_ORDER_COLS} FROM {self._orders} "  # noqa: S608
             "WHERE user_id = $1 AND symbol = $2 AND created_at >= $3 AND created_at < $4 "
             "AND (created_at, order_id) < ($5, $6) "
             "ORDER BY created_at DESC, order_id DESC LIMIT $7"
@@ -124,7 +169,7 @@ class Repository:
     def trades_sql(self) -> str:
         # Self-trades (buyer = seller) come from the buyer branch only.
         branch = (
-            f'(SELECT {_TRADE_COLS} FROM "{self.schema}".trades '  # noqa: S608
+            f"(SELECT {_TRADE_COLS} FROM {self._trades} "  # noqa: S608
             "WHERE {who} = $1 AND symbol = $2 AND executed_at >= $3 AND executed_at < $4 "
             "AND (executed_at, trade_id) < ($5, $6){extra} "
             "ORDER BY executed_at DESC, trade_id DESC LIMIT $7)"
@@ -145,6 +190,26 @@ class Repository:
             args.append(created_after)
         row = await self.conn.fetchrow(self.order_by_id_sql(created_after is not None), *args)
         return Order(*row.values()) if row is not None else None
+
+    async def order_by_client_id(self, client_order_id: str, user_id: str) -> Order | None:
+        """The user's newest order with this client order id, or None."""
+        row = await self.conn.fetchrow(self.order_by_client_id_sql(), client_order_id, user_id)
+        return Order(*row.values()) if row is not None else None
+
+    async def has_open_client_order_id(self, client_order_id: str, user_id: str) -> bool:
+        """An open order of the user carries this client order id."""
+        sql = self.open_client_order_id_sql()
+        return await self.conn.fetchval(sql, client_order_id, user_id) is not None
+
+    async def count_open_orders(self, user_id: str) -> int:
+        return int(await self.conn.fetchval(self.open_count_sql(), user_id))
+
+    async def open_orders(self, user_id: str, symbol: str | None = None) -> list[Order]:
+        """The user's open orders (of one symbol if given), newest first, at most
+        ``OPEN_ORDERS_LIMIT``."""
+        args: list[Any] = [user_id] if symbol is None else [user_id, symbol]
+        rows = await self.conn.fetch(self.open_orders_sql(symbol is not None), *args)
+        return [Order(*row.values()) for row in rows]
 
     async def list_orders(
         self,

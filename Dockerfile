@@ -17,7 +17,14 @@ USER engine
 WORKDIR /home/engine
 ENV TE_STATE_DIR=/home/engine/state
 VOLUME ["/home/engine/state"]
-# Metrics and /health: 9464-9470 (one port per worker), the wallet service on 8081.
-EXPOSE 9464-9470 8081
+# Metrics and /health: 9464-9471 (one port per worker), the gateway on 8080, the
+# wallet service on 8081.
+EXPOSE 9464-9471 8080 8081
+# Liveness of whichever worker the container runs: its /health/live, on the port its
+# command line gives (--metrics-port, --serve or --port, as docker-compose.yml runs
+# each service), TE_HEALTH_PORT to override (trade_engine/healthcheck.py). Compose
+# replaces it per service with the stricter /health/ready.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-m", "trade_engine.healthcheck"]
 ENTRYPOINT ["trade-engine"]
 CMD ["--help"]

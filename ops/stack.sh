@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The whole local stack: Kafka, PostgreSQL, RabbitMQ.
+# The whole local stack: Kafka, PostgreSQL, RabbitMQ, and the Prometheus exporters
+# of PostgreSQL and Redis (ops/exporters/exporters.sh).
 #   ops/stack.sh up|down|status
 set -uo pipefail
 OPS_DIR="$(cd "$(dirname "$0")" && pwd)"
-SERVICES=(kafka postgres rabbitmq)
+SERVICES=(kafka postgres rabbitmq exporters)
 
 case "${1:-status}" in
   up)

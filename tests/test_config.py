@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
 from pathlib import Path
 
 import pytest
 
 from trade_engine.cli import main
-from trade_engine.config import load_settings
+from trade_engine.config import (
+    DEV_HS256_SECRET,
+    Settings,
+    env_example,
+    env_variables,
+    load_settings,
+)
+from trade_engine.config import main as config_main
 from trade_engine.errors import ConfigError
 
 
@@ -92,3 +102,64 @@ def test_check_names_unreachable_broker_and_wrong_passwords(
     assert "kafka.bootstrap_servers: no broker answered" in out
     assert "postgres.password: authentication failed" in out
     assert "rabbitmq.password: authentication failed" in out
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_env_example_is_current() -> None:
+    assert (REPO / ".env.example").read_text() == env_example(), (
+        ".env.example is stale: python -m trade_engine.config --env-example > .env.example"
+    )
+
+
+def test_env_example_lists_every_setting_with_a_description() -> None:
+    text = (REPO / ".env.example").read_text()
+    variables = env_variables()
+    assert len(variables) > 60
+    for variable, _, description, _ in variables:
+        assert f"\n# {variable}=" in text, variable
+        assert description, f"{variable} has no description: give its field a docstring"
+    assert "\n# TE_GATEWAY__CORS__ALLOWED_ORIGINS='[]'\n" in text
+    assert "\n# TE_GATEWAY__RATE_LIMIT__USER_PER_S=10.0\n" in text
+    assert "\n# TE_CONFIG_FILE=\n" in text
+    # Nothing is set by copying it as it is.
+    assert all(line.startswith("#") for line in text.splitlines() if line)
+
+
+def test_env_example_masks_secrets() -> None:
+    text = (REPO / ".env.example").read_text()
+    secrets = {v for v, _, _, secret in env_variables() if secret}
+    assert secrets == {
+        "TE_KAFKA__SASL_PASSWORD",
+        "TE_POSTGRES__PASSWORD",
+        "TE_RABBITMQ__PASSWORD",
+        "TE_WALLET__SERVICE_TOKEN",
+        "TE_GATEWAY__AUTH__HS256_SECRET",
+    }
+    for variable in secrets:
+        assert f"\n# {variable}=\n" in text
+    for value in (DEV_HS256_SECRET, "dev-wallet-token"):
+        assert value not in text
+
+
+def test_env_example_defaults_are_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Uncommenting every line that has a value changes no setting: each default is
+    written as the environment variable pydantic-settings parses back to it."""
+    for key in [k for k in os.environ if k.startswith("TE_")]:
+        monkeypatch.delenv(key)
+    assigned = 0
+    for line in (REPO / ".env.example").read_text().splitlines():
+        match = re.fullmatch(r"# (TE_[A-Z0-9_]+)=(.+)", line)
+        if match:
+            (value,) = shlex.split(match.group(2))
+            monkeypatch.setenv(match.group(1), value)
+            assigned += 1
+    assert assigned > 50
+    assert load_settings() == Settings()
+
+
+def test_env_example_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert config_main(["--env-example"]) == 0
+    assert capsys.readouterr().out == env_example()
+    assert config_main([]) == 2

@@ -20,6 +20,10 @@ def _quantile(q: float, histogram: str, selector: str = "") -> str:
     return f"histogram_quantile({q}, sum by (le) (rate({histogram}_bucket{braces}[5m])))"
 
 
+# Gateway routes whose latency is a request's: not the WebSocket, the probes, /metrics.
+_NOT_PROBES = 'route!~"/health/.*|/metrics"'
+_API_ROUTES = 'route!~"/api/v1/ws|/health/.*|/metrics"'
+
 # (title, unit, [(legend, expr)])
 Panel = tuple[str, str, list[tuple[str, str]]]
 
@@ -225,6 +229,113 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
             ),
         ],
     ),
+    # The REST/WebSocket gateway (trade_engine/connectors/gateway/metrics.py and
+    # websocket.py). Latency leaves out the WebSocket (a "request" lasts its
+    # connection's life), the probes and /metrics, as GatewayLatencyHigh does.
+    "api": (
+        "Trade engine / API",
+        [
+            (
+                "Requests by route and status",
+                "reqps",
+                [
+                    (
+                        "{{method}} {{route}} {{status}}",
+                        "sum by (method, route, status) (rate(te_gateway_http_requests_total[1m]))",
+                    )
+                ],
+            ),
+            (
+                "Latency (REST routes)",
+                "s",
+                [
+                    ("p50", _quantile(0.5, "te_gateway_http_request_seconds", _API_ROUTES)),
+                    ("p99", _quantile(0.99, "te_gateway_http_request_seconds", _API_ROUTES)),
+                ],
+            ),
+            (
+                "Latency p99 by route",
+                "s",
+                [
+                    (
+                        "{{method}} {{route}}",
+                        "histogram_quantile(0.99, sum by (le, method, route) "
+                        f"(rate(te_gateway_http_request_seconds_bucket{{{_API_ROUTES}}}[5m])))",
+                    )
+                ],
+            ),
+            (
+                "5xx share of requests (alert: > 5 %)",
+                "percentunit",
+                [
+                    (
+                        "5xx",
+                        f'sum(rate(te_gateway_http_requests_total{{status=~"5..", {_NOT_PROBES}}}'
+                        "[5m])) / sum(rate(te_gateway_http_requests_total"
+                        f"{{{_NOT_PROBES}}}[5m]))",
+                    )
+                ],
+            ),
+            (
+                "5xx by route and status",
+                "reqps",
+                [
+                    (
+                        "{{route}} {{status}}",
+                        "sum by (route, status) "
+                        '(rate(te_gateway_http_requests_total{status=~"5.."}[5m]))',
+                    )
+                ],
+            ),
+            (
+                "Rate-limited requests (429)",
+                "reqps",
+                [("{{scope}}", "sum by (scope) (rate(te_gateway_rate_limited_total[1m]))")],
+            ),
+            (
+                "Refused tokens and rate-limiter errors",
+                "reqps",
+                [
+                    ("{{code}}", "sum by (code) (rate(te_gateway_auth_failures_total[5m]))"),
+                    ("limiter errors", "sum(rate(te_gateway_ratelimit_errors_total[5m]))"),
+                ],
+            ),
+            (
+                "Orders by command and result",
+                "ops",
+                [
+                    (
+                        "{{cmd}} {{result}}",
+                        "sum by (cmd, result) (rate(te_gateway_orders_total[1m]))",
+                    )
+                ],
+            ),
+            (
+                "Produce -> broker acknowledgement",
+                "s",
+                [
+                    ("p50", _quantile(0.5, "te_gateway_produce_seconds")),
+                    ("p99", _quantile(0.99, "te_gateway_produce_seconds")),
+                ],
+            ),
+            (
+                "WebSocket connections",
+                "none",
+                [("{{instance}}", "sum by (instance) (te_gateway_ws_connections)")],
+            ),
+            (
+                "WebSocket messages and disconnects",
+                "ops",
+                [
+                    ("{{channel}}", "sum by (channel) (rate(te_gateway_ws_messages_total[1m]))"),
+                    (
+                        "closed: {{reason}}",
+                        "sum by (reason) (rate(te_gateway_ws_disconnects_total[5m]))",
+                    ),
+                ],
+            ),
+        ],
+    ),
     "database": (
         "Trade engine / Database",
         [
@@ -314,6 +425,55 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
                         "{{job}} {{volume}}",
                         "min by (job, volume) (te_disk_free_bytes / te_disk_size_bytes)",
                     )
+                ],
+            ),
+            # The servers themselves, from their exporters (ops/exporters/exporters.sh)
+            # and RabbitMQ's own plugin.
+            (
+                "Servers up (PostgreSQL, Redis)",
+                "none",
+                [("postgres", "max(pg_up)"), ("redis", "max(redis_up)")],
+            ),
+            (
+                "PostgreSQL: connections by database",
+                "none",
+                [("{{datname}}", "sum by (datname) (pg_stat_database_numbackends)")],
+            ),
+            (
+                "PostgreSQL: transactions, rollbacks, deadlocks",
+                "ops",
+                [
+                    ("commits", "sum(rate(pg_stat_database_xact_commit[1m]))"),
+                    ("rollbacks", "sum(rate(pg_stat_database_xact_rollback[1m]))"),
+                    ("deadlocks", "sum(rate(pg_stat_database_deadlocks[5m]))"),
+                ],
+            ),
+            (
+                "PostgreSQL: cache hit ratio",
+                "percentunit",
+                [
+                    (
+                        "{{datname}}",
+                        "sum by (datname) (rate(pg_stat_database_blks_hit[5m])) / "
+                        "(sum by (datname) (rate(pg_stat_database_blks_hit[5m])) "
+                        "+ sum by (datname) (rate(pg_stat_database_blks_read[5m])))",
+                    )
+                ],
+            ),
+            (
+                "Redis: clients and memory",
+                "none",
+                [
+                    ("clients", "sum(redis_connected_clients)"),
+                    ("memory MiB", "sum(redis_memory_used_bytes) / 1048576"),
+                ],
+            ),
+            (
+                "RabbitMQ: bridged queues, ready messages and consumers",
+                "none",
+                [
+                    ("{{queue}} ready", "sum by (queue) (rabbitmq_detailed_queue_messages_ready)"),
+                    ("{{queue}} consumers", "sum by (queue) (rabbitmq_detailed_queue_consumers)"),
                 ],
             ),
         ],

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# RabbitMQ from Debian's packages, with the engine's user and the management plugin.
+# RabbitMQ from Debian's packages, with the engine's user, the management plugin and
+# the Prometheus plugin (rabbitmq_prometheus: :15692/metrics, per-queue metrics on
+# /metrics/detailed, scraped by ops/prometheus/prometheus.yml).
 #   ops/rabbitmq/rabbitmq.sh up|down|status
 SERVICE=rabbitmq
 source "$(dirname "$0")/../lib.sh"
@@ -9,6 +11,8 @@ MQ_PORT="${TE_RABBITMQ__PORT:-5672}"
 MQ_USER="${TE_RABBITMQ__USER:-trade_engine}"
 MQ_PASSWORD="${TE_RABBITMQ__PASSWORD:-trade_engine}"
 MQ_VHOST="${TE_RABBITMQ__VHOST:-/}"
+PLUGINS=(rabbitmq_management rabbitmq_prometheus)
+PROMETHEUS_PORT=15692
 
 ctl() { as_root rabbitmqctl -q "$@"; }
 
@@ -17,6 +21,18 @@ running() { as_root rabbitmqctl -q status >/dev/null 2>&1; }
 ready() { tcp_open "$MQ_HOST" "$MQ_PORT"; }
 
 node_started() { as_root rabbitmqctl -q await_startup --timeout 5 >/dev/null 2>&1; }
+
+# A node started before the Prometheus plugin was added to PLUGINS gets it online.
+ensure_plugins() {
+  local enabled
+  enabled="$(as_root rabbitmq-plugins -q list -e -m 2>/dev/null || true)"
+  for plugin in "${PLUGINS[@]}"; do
+    if ! grep -qx "$plugin" <<<"$enabled"; then
+      log "enabling plugin $plugin"
+      as_root rabbitmq-plugins -q enable "$plugin" >/dev/null
+    fi
+  done
+}
 
 ensure_user() {
   if ! ctl list_users | awk '{print $1}' | grep -qx "$MQ_USER"; then
@@ -37,13 +53,14 @@ up() {
   fi
   command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
   if ! running; then
-    as_root rabbitmq-plugins -q enable --offline rabbitmq_management >/dev/null
+    as_root rabbitmq-plugins -q enable --offline "${PLUGINS[@]}" >/dev/null
     log "starting rabbitmq"
     # The Debian wrapper drops to the rabbitmq user; -detached daemonises.
     as_root rabbitmq-server -detached >/dev/null 2>&1 || true
     wait_for "rabbitmq node" 120 node_started
   fi
   wait_for "rabbitmq on $MQ_HOST:$MQ_PORT" 60 ready
+  ensure_plugins
   ensure_user
 }
 
@@ -53,7 +70,7 @@ down() {
 
 status() {
   if running && ready; then
-    echo "rabbitmq: up ($MQ_HOST:$MQ_PORT, management on :15672)"
+    echo "rabbitmq: up ($MQ_HOST:$MQ_PORT, management on :15672, metrics on :$PROMETHEUS_PORT)"
   elif ready; then
     echo "rabbitmq: up (external, $MQ_HOST:$MQ_PORT)"
   else

@@ -4,6 +4,8 @@ aiohttp because the engine already runs it (the wallet service and its
 client): one maintained asyncio HTTP stack for servers, clients and WebSockets,
 with no ASGI server to add. Per request:
 
+0. ``cors`` (middleware, only with ``gateway.cors.allowed_origins``; ``cors.py``):
+   answers preflights, adds ``Access-Control-*`` headers for allowed origins.
 1. ``_errors`` (middleware): every failure becomes ``{"error", "code",
    "details"}`` with a stable code; an unexpected exception is a logged 500 with
    no trace in the body; request counts and latencies by route pattern.
@@ -37,6 +39,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.typedefs import Middleware
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -45,6 +48,7 @@ from trade_engine.connectors.gateway import metrics
 from trade_engine.connectors.gateway.auth import JwtAuthenticator, bearer_token, refuse_dev_secret
 from trade_engine.connectors.gateway.common import RESOURCES, Resources, respond
 from trade_engine.connectors.gateway.context import AUTHENTICATOR, SETTINGS, Principal
+from trade_engine.connectors.gateway.cors import cors_middleware
 from trade_engine.connectors.gateway.exceptions import (
     AuthError,
     GatewayError,
@@ -52,6 +56,7 @@ from trade_engine.connectors.gateway.exceptions import (
 )
 from trade_engine.connectors.gateway.openapi import build_openapi
 from trade_engine.connectors.gateway.producer import CommandProducer
+from trade_engine.connectors.gateway.public import GATEWAY_STATUS, GatewayStatus
 from trade_engine.connectors.gateway.ratelimit import (
     Limit,
     LocalRateLimiter,
@@ -94,8 +99,12 @@ def create_app(
     ``gateway.dev_mode`` (``auth.refuse_dev_secret``).
     """
     refuse_dev_secret(settings.gateway)
-    app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
+    middlewares: list[Middleware] = [_errors]
+    if settings.gateway.cors.enabled:  # outermost: error responses get the headers too
+        middlewares.insert(0, cors_middleware(settings.gateway.cors))
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
+    app[GATEWAY_STATUS] = GatewayStatus()
     app[AUTHENTICATOR] = JwtAuthenticator(settings.gateway.auth)
     app.cleanup_ctx.append(_resources(limiter, store))
     if market_data:

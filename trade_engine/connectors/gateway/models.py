@@ -230,6 +230,26 @@ class HealthResponse(_Body):
     checks: dict[str, str] = Field(default_factory=dict)
 
 
+class StatusResponse(_Body):
+    service: Literal["trade-engine-gateway"] = "trade-engine-gateway"
+    version: str = Field(description="The trade-engine package's version (its metadata).")
+    status: Literal["ok", "degraded"] = Field(
+        description="`ok` when every dependency answers, else `degraded` (the answer is "
+        "still 200: this is information, `/health/ready` is the probe)."
+    )
+    started_at: datetime = Field(description="When this gateway process started (UTC).")
+    uptime_s: float = Field(ge=0, description="Seconds since then.")
+    dependencies: dict[str, str] = Field(
+        description="Kafka, PostgreSQL and the wallet, as `/health/ready` checks them: "
+        '`"ok"` or `"unavailable: <error>"`.',
+        examples=[{"kafka": "ok", "postgres": "ok", "wallet": "unavailable: TimeoutError"}],
+    )
+    checked_at: datetime = Field(
+        description="When the dependencies were checked: the result is shared for a few "
+        "seconds, so polling this route costs the dependencies nothing more."
+    )
+
+
 # --- market data -------------------------------------------------------------------------
 
 # The symbol in a market-data path: BTC-USDT or BTC_USDT (a slash would need escaping).

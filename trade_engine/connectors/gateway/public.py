@@ -1,9 +1,13 @@
 """Routes without an order: symbols and their rules, symbol admin (admin scope), health,
-metrics and the OpenAPI document."""
+status, metrics and the OpenAPI document."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib import metadata
 
 import aiohttp
 from aiohttp import web
@@ -15,6 +19,7 @@ from trade_engine.connectors.gateway.exceptions import BadRequestError, Forbidde
 from trade_engine.connectors.gateway.models import (
     CommandResponse,
     HealthResponse,
+    StatusResponse,
     SymbolAdminRequest,
     SymbolInfo,
     SymbolList,
@@ -85,8 +90,18 @@ async def live(request: web.Request, principal: Principal | None) -> web.StreamR
 
 async def ready(request: web.Request, principal: Principal | None) -> web.StreamResponse:
     """Ready when Kafka, PostgreSQL and the wallet all answer within two seconds."""
-    res = request.app[RESOURCES]
-    settings = request.app[SETTINGS]
+    checks = await check_dependencies(request.app)
+    ok = all(v == "ok" for v in checks.values())
+    return respond(
+        HealthResponse(status="ok" if ok else "unavailable", checks=checks), 200 if ok else 503
+    )
+
+
+async def check_dependencies(app: web.Application) -> dict[str, str]:
+    """Kafka, PostgreSQL and the wallet, probed at once (two seconds each at most):
+    ``{"kafka": "ok", "wallet": "unavailable: TimeoutError", ...}``."""
+    res = app[RESOURCES]
+    settings = app[SETTINGS]
 
     async def kafka() -> None:
         await res.producer.ping(_CHECK_TIMEOUT_S)
@@ -105,13 +120,74 @@ async def ready(request: web.Request, principal: Principal | None) -> web.Stream
 
     names = ("kafka", "postgres", "wallet")
     outcomes = await asyncio.gather(kafka(), postgres(), wallet(), return_exceptions=True)
-    checks = {
+    return {
         name: "ok" if outcome is None else f"unavailable: {type(outcome).__name__}"
         for name, outcome in zip(names, outcomes, strict=True)
     }
-    ok = all(v == "ok" for v in checks.values())
+
+
+def _version() -> str:
+    try:
+        return metadata.version("trade-engine")
+    except metadata.PackageNotFoundError:  # run from a tree that was never installed
+        return "unknown"
+
+
+class GatewayStatus:
+    """What ``GET /api/v1/status`` reports: the build, the process's start, and the
+    dependencies' states, probed at most once per ``ttl_s`` however often it is asked
+    (concurrent askers share one probe), so the route stays cheap."""
+
+    def __init__(self, ttl_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.version = _version()
+        self.started_at = datetime.now(UTC)
+        self._clock = clock
+        self._started = clock()
+        self._ttl_s = ttl_s
+        # (monotonic time, wall time, states) of the last check
+        self._checked: tuple[float, datetime, dict[str, str]] | None = None
+        self._probe: asyncio.Future[tuple[float, datetime, dict[str, str]]] | None = None
+
+    @property
+    def uptime_s(self) -> float:
+        return self._clock() - self._started
+
+    async def dependencies(self, app: web.Application) -> tuple[datetime, dict[str, str]]:
+        """(when checked, states), from a check at most ``ttl_s`` old."""
+        checked = self._checked
+        if checked is None or self._clock() - checked[0] >= self._ttl_s:
+            if self._probe is None:
+                self._probe = asyncio.ensure_future(self._check(app))
+            # Shielded: a caller that goes away does not cancel the others' probe.
+            checked = await asyncio.shield(self._probe)
+        return checked[1], checked[2]
+
+    async def _check(self, app: web.Application) -> tuple[float, datetime, dict[str, str]]:
+        try:
+            states = await check_dependencies(app)
+            self._checked = (self._clock(), datetime.now(UTC), states)
+            return self._checked
+        finally:
+            self._probe = None
+
+
+GATEWAY_STATUS = web.AppKey("gateway_status", GatewayStatus)
+
+
+async def status(request: web.Request, principal: Principal | None) -> web.StreamResponse:
+    """The build, the uptime and the dependencies' states; always 200 (information: the
+    probe that answers 503 is ``/health/ready``)."""
+    gateway = request.app[GATEWAY_STATUS]
+    checked_at, states = await gateway.dependencies(request.app)
     return respond(
-        HealthResponse(status="ok" if ok else "unavailable", checks=checks), 200 if ok else 503
+        StatusResponse(
+            version=gateway.version,
+            status="ok" if all(v == "ok" for v in states.values()) else "degraded",
+            started_at=gateway.started_at,
+            uptime_s=round(gateway.uptime_s, 3),
+            dependencies=states,
+            checked_at=checked_at,
+        )
     )
 
 

@@ -30,6 +30,7 @@ from trade_engine.connectors.gateway.models import (
     OrderResponse,
     PlaceOrderRequest,
     PlaceQuery,
+    StatusResponse,
     SymbolAdminRequest,
     SymbolList,
     SymbolQuery,
@@ -308,6 +309,21 @@ ROUTES: tuple[RouteSpec, ...] = (
         status=202,
         response=CommandResponse,
         errors=(*_AUTHED, 403),
+    ),
+    RouteSpec(
+        "GET",
+        f"{API}/status",
+        public.status,
+        "getStatus",
+        "Build version, uptime and the dependencies' states",
+        "operations",
+        auth=False,
+        response=StatusResponse,
+        errors=(429,),
+        description="No token needed; limited per client IP only. Always 200: `status` is "
+        "`degraded` when Kafka, PostgreSQL or the wallet does not answer (`/health/ready` "
+        "is the probe that answers 503). Dependencies are checked at most every five "
+        "seconds, whoever asks.",
     ),
     RouteSpec(
         "GET",

@@ -40,12 +40,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from trade_engine.agents.matcher.replay import compare, read_partition
 from trade_engine.agents.matcher.worker import MatcherTopics
 from trade_engine.config import load_settings
 from trade_engine.connectors.loadgen import generate
+from trade_engine.streams import clients
 from trade_engine.streams.codec import encode, new_headers
 from trade_engine.streams.commands import CancelOrder, Command, PlaceOrder
 from trade_engine.streams.topics import create_topics
@@ -86,15 +87,7 @@ class Scenario:
         _log(f"{self.name}: published {self.orders} commands to {self.topics.input}")
 
     def _send(self, commands: Iterable[Command]) -> None:
-        producer = Producer(
-            {
-                **self.settings.kafka.librdkafka(),
-                "partitioner": "murmur2_random",
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 20,
-            }
-        )
+        producer = clients.producer(self.settings, **{"linger.ms": 20})
         for command in commands:
             producer.produce(
                 self.topics.input, key=command.symbol, value=encode(command), headers=new_headers()

@@ -114,14 +114,15 @@ def test_probes_of_closed_ports_fail() -> None:
     port = _free_port()
     assert not tcp_check("127.0.0.1", port, 0.5)()[0]
     assert not http_check(f"http://127.0.0.1:{port}/health/ready", 0.5)()[0]
-    ok, detail = kafka_check({"bootstrap.servers": f"127.0.0.1:{port}"}, 0.5)()
+    closed = load_settings(kafka={"bootstrap_servers": f"127.0.0.1:{port}"})
+    ok, detail = kafka_check(closed, 0.5)()
     assert not ok
     assert "kafka" in detail
 
 
 @pytest.mark.broker
 def test_kafka_probe_against_the_broker() -> None:
-    assert kafka_check(load_settings().kafka.librdkafka())()[0]
+    assert kafka_check(load_settings())()[0]
 
 
 @pytest.mark.postgres

@@ -38,10 +38,12 @@ from typing import Any
 
 import asyncpg
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from trade_engine.config import Settings
+from trade_engine.streams import clients
 
 log = logging.getLogger(__name__)
 
@@ -120,14 +122,16 @@ def http_check(url: str, timeout_s: float = 2.0) -> Check:
     return check
 
 
-def kafka_check(librdkafka: Mapping[str, Any], timeout_s: float = 2.0) -> Check:
+def kafka_check(settings: Settings, timeout_s: float = 2.0) -> Check:
     """A metadata request from an admin client of the probe's own (created on first use)."""
     holder: dict[str, Any] = {}
 
     def check() -> tuple[bool, str]:
         admin = holder.get("admin")
         if admin is None:
-            admin = holder["admin"] = AdminClient({**librdkafka, "client.id": "health-probe"})
+            admin = holder["admin"] = clients.admin_client(
+                settings, **{"client.id": "health-probe"}
+            )
         try:
             metadata = admin.list_topics(timeout=timeout_s)
         except KafkaException as exc:

@@ -45,6 +45,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from trade_engine.streams.clients import KEYED_PRODUCER
+
 BOOTSTRAP = os.environ.get("TE_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 SYMBOLS = [f"{base}/USDT" for base in ("BTC", "ETH", "SOL", "XRP", "ADA", "DOGE", "DOT", "LTC")]
 PARTITIONS = 4
@@ -55,9 +57,7 @@ WORKER_ENV = "TE_BENCH_FAUST_WORKER"
 #: The producer settings every non-Faust producer of the engine uses (DESIGN 1),
 #: plus batching: 5 ms linger and up to 10k messages / 1 MiB per batch.
 PRODUCER_CONF: dict[str, Any] = {
-    "enable.idempotence": True,
-    "acks": "all",
-    "partitioner": "murmur2_random",
+    **KEYED_PRODUCER,
     "linger.ms": 5,
     "batch.num.messages": 10_000,
     "batch.size": 1_048_576,

@@ -38,14 +38,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from trade_engine.config import Settings, load_settings
 from trade_engine.connectors.gateway.auth import mint_token
 from trade_engine.connectors.producer import build_place
 from trade_engine.migrations.runner import migrate_schema
-from trade_engine.streams import codec
+from trade_engine.streams import clients, codec
 from trade_engine.streams.topics import create_topics
 
 SYMBOLS = [("BTC/USDT", 50000, "0.001"), ("ETH/USDT", 3000, "0.01"), ("SOL/USDT", 150, "0.1")]
@@ -75,16 +74,13 @@ def order_body(rng: random.Random) -> dict[str, Any]:
 def baseline(settings: Settings, rate: float, seconds: float) -> dict[str, float]:
     """The same commands through a bare producer configured like the gateway's."""
     gw = settings.gateway
-    producer = Producer(
-        settings.kafka.librdkafka()
-        | {
-            "partitioner": "murmur2_random",
-            "enable.idempotence": True,
-            "acks": "all",
+    producer = clients.producer(
+        settings,
+        **{
             "linger.ms": gw.producer_linger_ms,
             "compression.type": "lz4",
             "socket.nagle.disable": True,
-        }
+        },
     )
     topic = settings.topic_names["commands"]
     rng = random.Random(7)

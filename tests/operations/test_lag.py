@@ -16,8 +16,8 @@ from confluent_kafka.admin import AdminClient
 
 from trade_engine.config import Settings, load_settings
 from trade_engine.operations.lag import LAG, LagReader, export
+from trade_engine.streams.clients import transactional_producer_conf
 from trade_engine.streams.topics import create_topics
-from trade_engine.streams.transactions import transactional_producer_conf
 
 
 @pytest.mark.broker

@@ -20,40 +20,29 @@ so the rebuilt state is the state the agent had. After a rebuild it
 publishes a snapshot of every symbol of the partition.
 
 **Why confluent-kafka, not Faust.** The same reasons as the matcher: a
-``read_committed`` input and a transaction the agent drives itself.
+``read_committed`` input and a transaction the agent drives itself. It runs on
+the matcher's runtime (``streams.runtime.TransactionalWorker``, which holds the
+loop and the commit order); this module is the market-data part: applying
+records to the builders, holding groups back until they are complete,
+rebuilding on assignment.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import signal
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
-from types import FrameType
-from typing import Any
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
 from trade_engine import metrics
 from trade_engine.config import Settings
-from trade_engine.health import Flag
-from trade_engine.streams.records import ConsumedRecord, IdleClock, is_partition_eof
-from trade_engine.streams.transactions import (
-    exactly_once_consumer_conf,
-    transactional_producer_conf,
-)
+from trade_engine.streams import clients
+from trade_engine.streams.records import ConsumedRecord, is_partition_eof
+from trade_engine.streams.runtime import Transaction, TransactionalWorker
 from trade_engine.tables.market_data import MarketDataBuilder, MarketDataError, Output
 from trade_engine.tables.market_data.builder import PartitionMarketData
 from trade_engine.tables.symbols import rules_for
@@ -84,13 +73,7 @@ LAST_SEQ = Gauge("te_md_last_seq", "Last execution seq applied", ["symbol"])
 ABORTED = Counter("te_md_transactions_aborted_total", "Transactions aborted", ["reason"])
 
 
-@dataclass(slots=True)
-class _Transaction:
-    started: float
-    records: int = 0
-
-
-class MarketDataWorker:
+class MarketDataWorker(TransactionalWorker):
     """Consume ``te.executions`` (read_committed); publish ``te.md.*`` transactionally."""
 
     def __init__(
@@ -111,115 +94,81 @@ class MarketDataWorker:
         self.topics["md_candles"] = names["md_candles"]
         self.topics["md_tickers"] = names["md_tickers"]
         self.group_id = group_id or f"{settings.topics.prefix}market-data"
-        self.batch_size = batch_size
-        self.idle_wait_s = idle_wait_s
-        self.max_batch = max(max_batch, batch_size)
-        self.commit_interval_s = commit_interval_s
         md = settings.market_data
         self.snapshot_every = md.snapshot_every
         self.snapshot_interval_s = md.snapshot_interval_s
         self.rules = {spec.symbol: rules_for(spec) for spec in settings.market.symbols}
         self.parts: dict[int, PartitionMarketData] = {}
-        self._txn: _Transaction | None = None
         self._startup_snapshots: set[int] = set()
         self._last_snapshot_check = time.monotonic()
-        self._running = True
-        # Ready once the group assigned partitions and their books were rebuilt.
-        self.group_joined = Flag("no partitions assigned and rebuilt yet")
-        self._idle = IdleClock()
-        self.consumer = Consumer(
-            exactly_once_consumer_conf(settings, self.group_id, f"{self.group_id}-{worker_id}")
-        )
-        self.producer = Producer(
-            transactional_producer_conf(
+        super().__init__(
+            clients.exactly_once_consumer(settings, self.group_id, f"{self.group_id}-{worker_id}"),
+            clients.transactional_producer(
                 settings,
                 f"{self.group_id}-{worker_id}",
                 **{"queue.buffering.max.messages": 1_000_000},
-            )
+            ),
+            self.input,
+            batch_size=batch_size,
+            poll_timeout_s=idle_wait_s,
+            max_batch=max_batch,
+            commit_interval_s=commit_interval_s,
+            aborted=ABORTED,
         )
 
     # ------------------------------------------------------------ lifecycle
 
-    def stop(self, *_: Any) -> None:
-        self._running = False
-
-    def install_signal_handlers(self) -> None:
-        def handler(signum: int, frame: FrameType | None) -> None:
-            self.stop()
-
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
-
-    def run(self, max_idle_s: float | None = None) -> None:
-        """Consume until stopped (SIGTERM/SIGINT) or idle for ``max_idle_s`` seconds."""
-        self.producer.init_transactions(30)
-        self.consumer.subscribe(
-            [self.input],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
+    def on_start(self) -> None:
         log.info("market data started", extra={"group": self.group_id})
-        idle = self._idle = IdleClock(max_idle_s)
-        try:
-            while self._running:
-                messages = self.consumer.consume(self.batch_size, 0)
-                if not messages:
-                    # Caught up: the trailing inputs are complete (the matcher commits an
-                    # input's records in one transaction), so publish everything.
-                    if self._txn is not None or self._startup_snapshots:
-                        self._commit(flush=True)
-                        continue
-                    self._idle_snapshots()
-                    msg = self.consumer.poll(self.idle_wait_s)
-                    if msg is None:
-                        if idle.expired(self.consumer):
-                            break
-                        continue
-                    messages = [msg]
-                idle.busy()
-                self._process(messages)
-                txn = self._txn
-                if txn is not None and (
-                    txn.records >= self.max_batch
-                    or time.monotonic() - txn.started >= self.commit_interval_s
-                ):
-                    self._commit(flush=False)
-            if self._txn is not None:
-                self._commit(flush=True)
-        finally:
-            self.consumer.close()
-            log.info("market data stopped", extra={"group": self.group_id})
+
+    def on_idle(self) -> None:
+        self._idle_snapshots()
+
+    def on_close(self) -> None:
+        log.info("market data stopped", extra={"group": self.group_id})
+
+    def pending(self) -> bool:
+        # Caught up: the trailing inputs are complete (the matcher commits an input's
+        # records in one transaction), so publish everything: what the open transaction
+        # read, startup snapshots, and a group held back by a commit cut for size or time
+        # (without this, a group cut off as the input went quiet waited for the next record).
+        return (
+            self.txn is not None
+            or bool(self._startup_snapshots)
+            or any(part.safe_position < part.position for part in self.parts.values())
+        )
 
     # ------------------------------------------------------------ rebalance
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._txn is not None:
-            self._commit(flush=False)
+    def restore(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
         committed = consumer.committed(partitions, timeout=30)
         for tp in committed:
             end = tp.offset if tp.offset >= 0 else 0
             self.parts[tp.partition] = self._rebuild(tp.partition, end)
             self._startup_snapshots.add(tp.partition)
             tp.offset = end if end > 0 else OFFSET_BEGINNING
-        consumer.assign(committed)
-        self.group_joined.set(detail=f"{len(committed)} partition(s) rebuilt and assigned")
-        self._idle.busy()  # the rebuild above ran inside poll(): not idle time
+        return list(committed)
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._txn is not None:
-            self._commit(flush=False)
+    def release(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.parts.pop(tp.partition, None)
             self._startup_snapshots.discard(tp.partition)
 
-    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.group_joined.clear("partitions lost; rejoining the group")
-        for tp in partitions:
-            self.parts.pop(tp.partition, None)
-            self._startup_snapshots.discard(tp.partition)
-        if self._txn is not None:
-            self._fail("lost")
+    def rewind(self, partitions: list[int]) -> list[TopicPartition]:
+        """Every owned partition, not only ``partitions``: rebuilt from its committed
+        position (an earlier transaction cut for size may have read its open groups)."""
+        owned = [TopicPartition(self.input, p) for p in self.parts]
+        if not owned:
+            return []
+        positions = []
+        for tp in self.consumer.committed(owned, timeout=30):
+            end = max(tp.offset, 0)
+            self.parts[tp.partition] = self._rebuild(tp.partition, end)
+            self._startup_snapshots.add(tp.partition)
+            positions.append(
+                TopicPartition(self.input, tp.partition, end if end > 0 else OFFSET_BEGINNING)
+            )
+        return positions
 
     def _rebuild(self, partition: int, end: int) -> PartitionMarketData:
         """Builders of ``partition`` after the records ``[0, end)``, nothing published."""
@@ -273,32 +222,18 @@ class MarketDataWorker:
             return []
         return out
 
-    def _process(self, messages: list[Message]) -> None:
-        records = []
-        for msg in messages:
-            if msg.error() is not None:
-                if not is_partition_eof(msg):
-                    log.warning("consumer error", extra={"error": str(msg.error())})
-                continue
-            records.append(ConsumedRecord.from_message(msg))
-        if not records:
-            return
-        try:
-            if self._txn is None:
-                self.producer.begin_transaction()
-                self._txn = _Transaction(time.monotonic())
-            txn = self._txn
-            applied = 0
-            for record in records:
-                part = self.parts.get(record.partition)
-                if part is None or record.offset < part.position:
-                    continue  # revoked, or already applied (re-delivered after a rewind)
+    def apply(self, records: dict[int, list[ConsumedRecord]], txn: Transaction) -> None:
+        applied = 0
+        for partition, batch in records.items():
+            part = self.parts.get(partition)
+            if part is None:
+                continue  # revoked while the batch was in flight
+            for record in batch:
+                if record.offset < part.position:
+                    continue  # already applied: re-delivered after a rewind
                 applied += 1
-                self._publish(record.partition, self._apply(part, record))
-            txn.records += applied
-            RECORDS.inc(applied)
-        except (KafkaException, BufferError) as exc:
-            self._kafka_failure(exc)
+                self._publish(partition, self._apply(part, record))
+        RECORDS.inc(applied)
 
     def _publish(self, partition: int, outputs: Iterable[Output]) -> None:
         for out in outputs:
@@ -312,34 +247,23 @@ class MarketDataWorker:
             if out.value["type"] == "depth_update":
                 LAST_SEQ.labels(out.key).set(out.value["u"])
 
-    def _commit(self, *, flush: bool) -> None:
-        """Publish what is complete, send the safe positions, commit."""
-        try:
-            if self._txn is None:
-                self.producer.begin_transaction()
-                self._txn = _Transaction(time.monotonic())
-            txn = self._txn
-            if flush:
-                for partition, part in self.parts.items():
-                    self._publish(partition, part.flush())
-                for partition in sorted(self._startup_snapshots):
-                    part = self.parts[partition]
-                    self._publish(partition, [b.snapshot() for b in part.builder.symbols.values()])
-                self._startup_snapshots.clear()
-            # Every owned partition: a group published now may have been read by an
-            # earlier transaction (cut for size), and its position must move with it.
-            offsets = [
-                TopicPartition(self.input, p, part.safe_position) for p, part in self.parts.items()
-            ]
-            if offsets:
-                self.producer.send_offsets_to_transaction(
-                    offsets, self.consumer.consumer_group_metadata(), 30
-                )
-            self.producer.commit_transaction(30)
-        except (KafkaException, BufferError) as exc:
-            self._kafka_failure(exc)
+    def flush_outputs(self, txn: Transaction, *, caught_up: bool) -> None:
+        """Caught up: publish the groups still open, and the startup snapshots."""
+        if not caught_up:
             return
-        self._txn = None
+        for partition, part in self.parts.items():
+            self._publish(partition, part.flush())
+        for partition in sorted(self._startup_snapshots):
+            part = self.parts[partition]
+            self._publish(partition, [b.snapshot() for b in part.builder.symbols.values()])
+        self._startup_snapshots.clear()
+
+    def positions(self, txn: Transaction) -> list[TopicPartition]:
+        # Every owned partition: a group published now may have been read by an
+        # earlier transaction (cut for size), and its position must move with it.
+        return [TopicPartition(self.input, p, part.safe_position) for p, part in self.parts.items()]
+
+    def committed(self, txn: Transaction) -> None:
         BATCH_SECONDS.observe(time.monotonic() - txn.started)
 
     def _idle_snapshots(self) -> None:
@@ -352,56 +276,23 @@ class MarketDataWorker:
         if not any(due.values()):
             return
         try:
-            self.producer.begin_transaction()
-            self._txn = _Transaction(now)
+            self.begin()
             for partition, outputs in due.items():
                 self._publish(partition, outputs)
-            self._commit(flush=False)
         except (KafkaException, BufferError) as exc:
-            self._kafka_failure(exc)
-
-    def _kafka_failure(self, exc: KafkaException | BufferError) -> None:
-        error = exc.args[0] if exc.args else exc
-        if isinstance(error, KafkaError) and error.fatal():
-            log.critical("fatal producer error; exiting", extra={"error": str(error)})
-            raise exc
-        log.warning("transaction failed; rebuilding", extra={"error": str(error)})
-        self._fail("kafka")
-
-    def _fail(self, reason: str) -> None:
-        """Abort; rebuild every owned partition from its committed position and rewind."""
-        ABORTED.labels(reason).inc()
-        self._txn = None
-        try:
-            self.producer.abort_transaction(30)
-        except KafkaException as exc:
-            if exc.args[0].fatal():
-                raise
-        owned = [TopicPartition(self.input, p) for p in self.parts]
-        if not owned:
+            self.kafka_failure(exc)
             return
-        for tp in self.consumer.committed(owned, timeout=30):
-            end = max(tp.offset, 0)
-            self.parts[tp.partition] = self._rebuild(tp.partition, end)
-            self._startup_snapshots.add(tp.partition)
-            self.consumer.seek(
-                TopicPartition(self.input, tp.partition, end if end > 0 else OFFSET_BEGINNING)
-            )
+        self.commit()
 
 
 def read_range(
     settings: Settings, topic: str, partition: int, end: int
 ) -> Iterable[ConsumedRecord]:
     """Committed records of ``[0, end)`` of one partition, in order."""
-    reader = Consumer(
-        {
-            **settings.kafka.librdkafka(),
-            "group.id": f"md-replay-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "fetch.max.bytes": 52_428_800,
-        }
+    reader = clients.reader(
+        settings,
+        f"md-replay-{uuid.uuid4().hex}",
+        **{"enable.partition.eof": True, "fetch.max.bytes": 52_428_800},
     )
     try:
         tp = TopicPartition(topic, partition)

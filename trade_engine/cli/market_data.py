@@ -19,9 +19,7 @@ def _cmd_market_data_run(args: argparse.Namespace, settings: Settings) -> int:
     create_topics(settings)
     port = args.metrics_port
     worker = MarketDataWorker(settings, args.worker_id, batch_size=args.batch_size)
-    health = Health(
-        {"kafka": kafka_check(settings.kafka.librdkafka()), "group": worker.group_joined}
-    )
+    health = Health({"kafka": kafka_check(settings), "group": worker.group_joined})
     metrics.serve(
         port if port is not None else settings.market_data.metrics_port,
         health,

@@ -80,7 +80,7 @@ def _cmd_sink_postgres(args: argparse.Namespace, settings: Settings) -> int:
         )
         health = Health(
             {
-                "kafka": kafka_check(settings.kafka.librdkafka()),
+                "kafka": kafka_check(settings),
                 "postgres": postgres_check(settings.postgres.dsn()),
                 "group": sink.group_joined,
             }
@@ -110,7 +110,7 @@ def _cmd_sink_rabbitmq(args: argparse.Namespace, settings: Settings) -> int:
         )
         health = Health(
             {
-                "kafka": kafka_check(settings.kafka.librdkafka()),
+                "kafka": kafka_check(settings),
                 "rabbitmq": bridge.connection_open,
                 "group": bridge.group_joined,
             }

@@ -31,7 +31,7 @@ def _cmd_matcher_run(args: argparse.Namespace, settings: Settings) -> int:
     )
     health = Health(
         {
-            "kafka": kafka_check(settings.kafka.librdkafka()),
+            "kafka": kafka_check(settings),
             "transactions": worker.transactions_ready,
             "group": worker.group_joined,
         }
@@ -109,9 +109,7 @@ def _cmd_validation_run(args: argparse.Namespace, settings: Settings) -> int:
     check_kafka(settings)
     create_topics(settings)
     app = build(settings)
-    health = Health(
-        {"kafka": kafka_check(settings.kafka.librdkafka()), "group": assignment_flag(app)}
-    )
+    health = Health({"kafka": kafka_check(settings), "group": assignment_flag(app)})
     metrics.serve(
         args.metrics_port if args.metrics_port is not None else 0,
         health,
@@ -160,7 +158,7 @@ def _cmd_lag(args: argparse.Namespace, settings: Settings) -> int:
     for volume, path in args.disk:
         DISK.watch(volume, path)
     if args.serve is not None:
-        health = Health({"kafka": kafka_check(settings.kafka.librdkafka()), "sampling": sampled})
+        health = Health({"kafka": kafka_check(settings), "sampling": sampled})
         metrics.serve(args.serve, health, addr=settings.metrics_host, state_dir=settings.state_dir)
     try:
         while True:

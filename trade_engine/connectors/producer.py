@@ -1,7 +1,7 @@
 """Producer SDK: send commands to the engine's command topic.
 
 ``OrderProducer`` wraps a confluent-kafka ``Producer`` configured the way the
-design asks of every producer outside Faust:
+design asks of every producer outside Faust (``streams.clients.producer``):
 
 - ``partitioner=murmur2_random``: a key lands in the partition that Java
   clients and Faust pick for it (librdkafka's default, CRC32, does not);
@@ -33,7 +33,7 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any, Literal, Self, cast
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message
 from pydantic import TypeAdapter, ValidationError
 
 from trade_engine.config import Settings
@@ -42,7 +42,7 @@ from trade_engine.connectors.exceptions import (
     InvalidCommandError,
     ProduceError,
 )
-from trade_engine.streams import codec
+from trade_engine.streams import clients, codec
 from trade_engine.streams.commands import (
     AmendOrder,
     CancelOrder,
@@ -297,27 +297,22 @@ class OrderProducer:
         self._failures = 0
         self.delivered = 0
         self.sent = 0
-        conf: dict[str, Any] = settings.kafka.librdkafka()
-        conf.update(
-            {
-                "partitioner": "murmur2_random",
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": linger_ms,
-                "batch.size": batch_size,
-                "compression.type": compression,
-                "delivery.timeout.ms": int(delivery_timeout_s * 1000),
-                "queue.buffering.max.messages": 200_000,
-                "error_cb": self._on_error,
-                "logger": log,
-            }
-        )
-        conf.update(config or {})
+        overrides: dict[str, Any] = {
+            "linger.ms": linger_ms,
+            "batch.size": batch_size,
+            "compression.type": compression,
+            "delivery.timeout.ms": int(delivery_timeout_s * 1000),
+            "queue.buffering.max.messages": 200_000,
+            "error_cb": self._on_error,
+            "logger": log,
+            **(config or {}),
+        }
+        conf = clients.producer_conf(settings, **overrides)
         self.config = {
             k: v for k, v in conf.items() if k not in ("error_cb", "logger", "sasl.password")
         }
         try:
-            self._producer = Producer(conf)
+            self._producer = clients.producer(settings, **overrides)
         except KafkaException as exc:
             raise ProduceError(f"cannot create producer: {exc}", retriable=False) from exc
 

@@ -18,7 +18,6 @@ from typing import Any, TextIO
 from confluent_kafka import (
     OFFSET_BEGINNING,
     OFFSET_END,
-    Consumer,
     KafkaError,
     KafkaException,
     Message,
@@ -27,6 +26,7 @@ from confluent_kafka import (
 
 from trade_engine.config import Settings
 from trade_engine.connectors.exceptions import TailError
+from trade_engine.streams import clients
 
 log = logging.getLogger(__name__)
 
@@ -76,18 +76,15 @@ def tail(
     """Print messages of ``topic`` to ``out`` until ``max_messages`` were printed or
     nothing arrived for ``idle_timeout_s`` seconds (None: run until interrupted).
     Only messages keyed ``symbol`` are printed when it is given. Returns the count."""
-    conf: dict[str, Any] = settings.kafka.librdkafka()
-    conf.update(
-        {
-            "group.id": f"te-tail-{uuid.uuid4().hex[:12]}",
-            "enable.auto.commit": False,
+    consumer = clients.reader(
+        settings,
+        f"te-tail-{uuid.uuid4().hex[:12]}",
+        **{
             "enable.auto.offset.store": False,
-            "isolation.level": "read_committed",
             "auto.offset.reset": "earliest" if from_beginning else "latest",
             "logger": log,
-        }
+        },
     )
-    consumer = Consumer(conf)
     printed = 0
     wanted = symbol.encode() if symbol is not None else None
     try:

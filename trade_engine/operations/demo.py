@@ -31,12 +31,11 @@ from decimal import Decimal
 from types import FrameType
 from urllib.parse import urlsplit
 
-from confluent_kafka import Consumer
-
 from trade_engine.config import Settings
 from trade_engine.connectors.wallet.client import WalletClient
 from trade_engine.connectors.wallet.models import TransferRequest
 from trade_engine.operations.lag import LagReader
+from trade_engine.streams import clients
 from trade_engine.streams.topics import create_topics
 
 REFRESH_S = 2.0
@@ -63,14 +62,8 @@ class LatencyWindow:
 
 
 def _watch_latency(settings: Settings, window: LatencyWindow, stop: threading.Event) -> None:
-    consumer = Consumer(
-        {
-            **settings.kafka.librdkafka(),
-            "group.id": f"demo-monitor-{uuid.uuid4().hex[:8]}",
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "latest",
-            "enable.auto.commit": False,
-        }
+    consumer = clients.reader(
+        settings, f"demo-monitor-{uuid.uuid4().hex[:8]}", **{"auto.offset.reset": "latest"}
     )
     consumer.subscribe([settings.topic_names["executions"]])
     try:
@@ -361,7 +354,9 @@ def run_demo(settings: Settings, rate: float, seed: int, duration_s: float | Non
             "market-data.log",
             settings,
         ),
-        "load": _spawn(
+    }
+    if rate > 0:  # --rate 0: the pipeline only, for a load of the caller's own
+        children["load"] = _spawn(
             [
                 "load",
                 "--rate",
@@ -377,8 +372,7 @@ def run_demo(settings: Settings, rate: float, seed: int, duration_s: float | Non
             ],
             "load.log",
             settings,
-        ),
-    }
+        )
     _print_gateway_help(settings)
     supervisor = Supervisor(children)
     try:

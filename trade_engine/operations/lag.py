@@ -38,6 +38,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from prometheus_client import Gauge
 
 from trade_engine.config import Settings
+from trade_engine.streams import clients
 
 LAG = Gauge(
     "kafka_consumergroup_lag",
@@ -180,25 +181,20 @@ class LagReader:
     # ------------------------------------------------------------------ clients
     def _admin(self) -> AdminClient:
         if self._admin_client is None:
-            self._admin_client = AdminClient(
-                {
-                    **self.settings.kafka.librdkafka(),
-                    "client.id": f"lag-reader-{uuid.uuid4().hex[:6]}",
-                }
+            self._admin_client = clients.admin_client(
+                self.settings, **{"client.id": f"lag-reader-{uuid.uuid4().hex[:6]}"}
             )
         return self._admin_client
 
     def _prober(self) -> Consumer:
         if self._probe_consumer is None:
-            self._probe_consumer = Consumer(
-                {
-                    **self.settings.kafka.librdkafka(),
-                    # Never joins or commits: partitions are assigned by hand.
-                    "group.id": f"lag-reader-{self.settings.topics.prefix}",
+            # Never joins or commits: partitions are assigned by hand.
+            self._probe_consumer = clients.reader(
+                self.settings,
+                f"lag-reader-{self.settings.topics.prefix}",
+                **{
                     "client.id": f"lag-reader-{uuid.uuid4().hex[:6]}",
-                    "enable.auto.commit": False,
                     "enable.auto.offset.store": False,
-                    "isolation.level": "read_committed",
                     "auto.offset.reset": "earliest",
                     "enable.partition.eof": True,
                     # An empty fetch at the end must come back at once, not after 500 ms.
@@ -206,7 +202,7 @@ class LagReader:
                     # Only a few records per partition are wanted.
                     "max.partition.fetch.bytes": 65536,
                     "queued.max.messages.kbytes": 4096,
-                }
+                },
             )
         return self._probe_consumer
 

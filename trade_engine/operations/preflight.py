@@ -12,17 +12,15 @@ from typing import Any
 
 import aio_pika
 import asyncpg
-from confluent_kafka.admin import AdminClient
 
 from trade_engine.config import Settings
 from trade_engine.errors import ConfigError
+from trade_engine.streams import clients
 
 
 def check_kafka(settings: Settings) -> None:
-    conf = settings.kafka.librdkafka()
-    # Without this librdkafka retries forever and logs every attempt to stderr.
-    conf["log_level"] = 0
-    admin = AdminClient(conf)
+    # Without log_level 0 librdkafka retries forever and logs every attempt to stderr.
+    admin = clients.admin_client(settings, log_level=0)
     try:
         admin.list_topics(timeout=settings.kafka.connect_timeout_s)
     except Exception as exc:

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from confluent_kafka import Producer
-
 from trade_engine.agents.matcher.step import EXECUTIONS, StageCounters, match_record
 from trade_engine.config import Settings, SymbolSettings
 from trade_engine.connectors.loadgen import generate
+from trade_engine.streams import clients
 from trade_engine.streams.codec import encode
 from trade_engine.streams.records import ConsumedRecord
 from trade_engine.tables.durable import PartitionBooks
@@ -60,14 +59,7 @@ def executions(
 
 def publish(settings: Settings, topic: str, messages: dict[int, list[bytes]]) -> int:
     """Produce ``messages`` to their partitions of ``topic`` (idempotent producer)."""
-    producer = Producer(
-        {
-            **settings.kafka.librdkafka(),
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 10,
-        }
-    )
+    producer = clients.producer(settings, **{"linger.ms": 10})
     count = 0
     for partition, values in messages.items():
         for value in values:

@@ -1,9 +1,11 @@
-"""What the sinks share on the Kafka side: consumer settings, batched polling, retries.
+"""What the sinks share on the Kafka side: consumer settings, decoding, tracing, retries.
 
-The sinks read ``te.executions`` with confluent-kafka (``read_committed``, no
-auto-commit); the blocking ``consume`` runs in a worker thread so the asyncio
-loop stays free for asyncpg / aio-pika, and for the rebalance callbacks that
-need them (they run in that worker thread and hand work to the loop).
+The sinks read ``te.executions`` with an at-least-once consumer
+(``streams.clients.committing_consumer``: ``read_committed``, no auto-commit) on
+the at-least-once runtime (``streams.runtime.AtLeastOnceWorker``), which polls in
+a worker thread so the asyncio loop stays free for asyncpg / aio-pika, and for
+the rebalance callbacks that need them (they run in that worker thread and hand
+work to the loop).
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, Message
+from confluent_kafka import Consumer, Message
 from opentelemetry.trace import Span
 
 from trade_engine import tracing
 from trade_engine.config import Settings
+from trade_engine.streams import clients
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -29,34 +32,18 @@ T = TypeVar("T")
 FAULT_ENV = "TE_SINK_FAULT"
 
 
-def consumer_conf(settings: Settings, group_id: str, **extra: Any) -> dict[str, Any]:
-    return {
-        **settings.kafka.librdkafka(),
-        "group.id": group_id,
-        "isolation.level": "read_committed",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "fetch.min.bytes": 1,
-        "fetch.wait.max.ms": 100,
-        # A killed member is noticed within 10 s, not librdkafka's default 45 s.
-        "session.timeout.ms": 10000,
-        **extra,
-    }
+#: What both sinks add to an at-least-once consumer's settings.
+SINK_CONSUMER: dict[str, Any] = {
+    "enable.auto.offset.store": False,
+    "fetch.min.bytes": 1,
+    "fetch.wait.max.ms": 100,
+    # A killed member is noticed within 10 s, not librdkafka's default 45 s.
+    "session.timeout.ms": 10000,
+}
 
 
-async def consume(consumer: Consumer, max_messages: int, timeout_s: float) -> list[Message]:
-    """One batch, polled in a worker thread; errors other than EOF are logged and dropped."""
-    loop = asyncio.get_running_loop()
-    messages = await loop.run_in_executor(None, consumer.consume, max_messages, timeout_s)
-    good = []
-    for msg in messages:
-        error = msg.error()
-        if error is None:
-            good.append(msg)
-        elif error.code() != KafkaError._PARTITION_EOF:
-            log.warning("kafka consumer error", extra={"error": str(error)})
-    return good
+def sink_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
+    return clients.committing_consumer(settings, group_id, **{**SINK_CONSUMER, **overrides})
 
 
 def decode(msg: Message) -> dict[str, Any] | None:

@@ -19,7 +19,8 @@ One batch, in this order (the commit order is the guarantee):
    batch's fills/ends/amends (guarded by ``last_seq``); advance ``sink_symbol_seq``
    and ``sink_offsets``; COMMIT;
 5. only then commit the same offsets to the Kafka group (for lag monitoring; the
-   positions that count are the database's).
+   positions that count are the database's): the at-least-once runtime
+   (``streams.runtime.AtLeastOnceWorker``) does it after ``_process`` returns.
 
 A crash anywhere before COMMIT leaves neither rows nor position; after it, both.
 Offset gaps (transaction markers, compaction) are harmless: positions are
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,20 +45,12 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from trade_engine import tracing
 from trade_engine.config import Settings
-from trade_engine.health import Flag
 from trade_engine.migrations.partitions import PartitionCache, PartitionPolicy, maintain
 from trade_engine.migrations.runner import validate_schema
 from trade_engine.sinks import metrics
-from trade_engine.sinks.kafka import (
-    FaultHook,
-    consume,
-    consumer_conf,
-    decode,
-    retrying,
-    traced_spans,
-)
+from trade_engine.sinks.kafka import FaultHook, decode, retrying, sink_consumer, traced_spans
 from trade_engine.sinks.rows import ORDER_COLUMNS, TRADE_COLUMNS, BatchRows, fold, parse_time
-from trade_engine.streams.records import IdleClock
+from trade_engine.streams.runtime import AtLeastOnceWorker
 
 log = logging.getLogger(__name__)
 
@@ -352,11 +344,14 @@ def _times(
     return orders, trades
 
 
-class PostgresSink:
+class PostgresSink(AtLeastOnceWorker):
     """The Kafka half: consume ``te.executions``, hand batches to the writer, track positions.
 
-    With ``stop_at`` (partition -> offset) it assigns partitions itself (no group)
-    and returns once every partition reached its stop offset: the rebuild mode.
+    Runs on the at-least-once runtime; the Kafka commit after each batch is for lag
+    monitoring only (the positions that count are in ``sink_offsets``), so it does not
+    wait for the broker. With ``stop_at`` (partition -> offset) it assigns partitions
+    itself (no group, no Kafka commits) and returns once every partition reached its stop
+    offset: the rebuild mode.
     """
 
     def __init__(
@@ -373,11 +368,15 @@ class PostgresSink:
         stop_at: dict[int, int] | None = None,
         fault: FaultHook | None = None,
     ) -> None:
+        super().__init__(
+            stage="sink.postgres",
+            batch_size=batch_size,
+            poll_timeout_s=poll_timeout_s,
+            commit_asynchronously=True,
+        )
         self.settings = settings
         self.topic = topic or settings.topic_names["executions"]
         self.group_id = group_id or f"{settings.topics.prefix}sink.postgres"
-        self.batch_size = batch_size
-        self.poll_timeout_s = poll_timeout_s
         self.policy = policy or PartitionPolicy()
         self.maintenance_interval_s = maintenance_interval_s
         self.stop_at = stop_at
@@ -388,24 +387,13 @@ class PostgresSink:
             fault=fault,
             connect_timeout_s=settings.postgres.connect_timeout_s,
         )
-        self._stopping = False
-        self._idle = IdleClock()
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Readiness (/health/ready): set once the group handed us partitions.
-        self.group_joined = Flag("no partitions assigned by the group yet")
-
-    def stop(self) -> None:
-        self._stopping = True
-
-    def install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
+        self._next_maintenance = 0.0
 
     async def _db(self, action: Callable[[], Any], what: str) -> Any:
         return await retrying(action, TRANSIENT_DB_ERRORS, what, self.writer.reset)
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _restore(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Runs in the polling thread: seek every new partition to its position in Postgres."""
         assert self._loop is not None
         wanted = [tp.partition for tp in partitions]
@@ -415,25 +403,25 @@ class PostgresSink:
         stored: dict[int, int] = future.result()
         for tp in partitions:
             tp.offset = stored.get(tp.partition, OFFSET_BEGINNING)
-        consumer.assign(partitions)
         metrics.ASSIGNED.labels("postgres").set(len(partitions))
-        self.group_joined.set(detail=f"{len(partitions)} partition(s) assigned")
-        self._idle.busy()  # reading positions (retried while Postgres is down) is not idle
         log.info("partitions assigned", extra={"positions": {p: stored.get(p) for p in wanted}})
 
     async def run(self, exit_when_idle_s: float | None = None) -> SinkStats:
         self._loop = asyncio.get_running_loop()
         await self._db(self.writer.connect, "connecting to postgres")
         await self._maintain()
-        consumer = Consumer(consumer_conf(self.settings, self.group_id))
+        self.consumer = sink_consumer(self.settings, self.group_id)
         try:
             if self.stop_at is None:
-                consumer.subscribe([self.topic], on_assign=self._on_assign)
-            elif not await self._assign_bounded(consumer):
+                self.subscribe([self.topic], restore=self._restore)
+            elif not await self._assign_bounded(self.consumer):
                 return self.writer.stats
-            await self._loop_batches(consumer, exit_when_idle_s)
+            self._next_maintenance = time.monotonic() + self.maintenance_interval_s
+            await self.run_batches(
+                self._process, max_idle_s=exit_when_idle_s, after_batch=self._after_batch
+            )
         finally:
-            await asyncio.get_running_loop().run_in_executor(None, consumer.close)
+            await self.close_consumer()
             await self.writer.close()
         return self.writer.stats
 
@@ -451,37 +439,31 @@ class PostgresSink:
             consumer.assign(todo)
         return bool(todo)
 
-    async def _loop_batches(self, consumer: Consumer, exit_when_idle_s: float | None) -> None:
-        idle = self._idle = IdleClock(exit_when_idle_s)
-        next_maintenance = time.monotonic() + self.maintenance_interval_s
-        while not self._stopping:
-            messages = await consume(consumer, self.batch_size, self.poll_timeout_s)
-            if messages:
-                await self._process(consumer, messages)
-                idle.busy()
-            elif idle.expired(consumer):
-                return
-            if self.stop_at is not None and self._reached(consumer):
-                return
-            if time.monotonic() >= next_maintenance:
-                ok = await self._maintain_periodic()
-                # A failed run is tried again soon, not an interval later.
-                delay = (
-                    self.maintenance_interval_s if ok else min(self.maintenance_interval_s, 60.0)
-                )
-                next_maintenance = time.monotonic() + delay
+    async def _after_batch(self) -> bool:
+        """Whether to go on: a rebuild stops at its offsets; maintenance runs now and then."""
+        if self.stop_at is not None and self._reached():
+            return False
+        if time.monotonic() >= self._next_maintenance:
+            ok = await self._maintain_periodic()
+            # A failed run is tried again soon, not an interval later.
+            delay = self.maintenance_interval_s if ok else min(self.maintenance_interval_s, 60.0)
+            self._next_maintenance = time.monotonic() + delay
+        return True
 
-    def _reached(self, consumer: Consumer) -> bool:
+    def _reached(self) -> bool:
         assert self.stop_at is not None
-        positions = consumer.position(consumer.assignment())
+        assert self.consumer is not None
+        positions = self.consumer.position(self.consumer.assignment())
         return all(tp.offset >= self.stop_at[tp.partition] for tp in positions)
 
-    async def _process(self, consumer: Consumer, messages: list[Message]) -> None:
+    async def _process(self, messages: list[Message]) -> bool:
+        """Write one batch. True: commit its positions to the group, for lag monitoring;
+        never in the rebuild mode."""
         if self.stop_at is not None:
             messages = [m for m in messages if (m.offset() or 0) < self.stop_at[m.partition() or 0]]
         batch = [(Position(m.partition() or 0, m.offset() or 0), decode(m)) for m in messages]
         if not batch:
-            return
+            return False
         started = time.perf_counter()
         spans = traced_spans("sink.postgres.write", messages)
         try:
@@ -491,14 +473,7 @@ class PostgresSink:
             raise
         tracing.finish(spans)
         metrics.BATCH_SECONDS.labels("postgres").observe(time.perf_counter() - started)
-        if self.stop_at is None:
-            ends: dict[int, int] = {}
-            for pos, _ in batch:
-                ends[pos.partition] = max(ends.get(pos.partition, 0), pos.offset + 1)
-            consumer.commit(
-                offsets=[TopicPartition(self.topic, p, o) for p, o in ends.items()],
-                asynchronous=True,
-            )
+        return self.stop_at is None
 
     async def _maintain(self) -> None:
         report = await self._db(lambda: self.writer.maintain(self.policy), "partition maintenance")

@@ -27,22 +27,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Message
 
 from trade_engine import tracing
 from trade_engine.config import Settings
-from trade_engine.health import Flag
 from trade_engine.sinks import metrics
-from trade_engine.sinks.kafka import consume, consumer_conf, decode, retrying, traced_spans
+from trade_engine.sinks.kafka import decode, retrying, sink_consumer, traced_spans
 from trade_engine.streams.executions import dumps, trade_message
-from trade_engine.streams.records import IdleClock
+from trade_engine.streams.runtime import AtLeastOnceWorker
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +163,10 @@ class BridgeStats:
     republished_batches: int = 0
 
 
-class RabbitBridge:
+class RabbitBridge(AtLeastOnceWorker):
+    """Runs on the at-least-once runtime: ``_process`` publishes a batch and waits for every
+    confirm; only then does the runtime commit the batch's positions."""
+
     def __init__(
         self,
         settings: Settings,
@@ -177,30 +178,20 @@ class RabbitBridge:
         poll_timeout_s: float = 0.2,
         confirm_timeout_s: float = 30.0,
     ) -> None:
+        super().__init__(
+            stage="sink.rabbitmq", batch_size=batch_size, poll_timeout_s=poll_timeout_s
+        )
         self.settings = settings
         self.topology = topology or Topology()
         self.topic = topic or settings.topic_names["executions"]
         suffix = f".{self.topology.prefix.rstrip('.')}" if self.topology.prefix else ""
         self.group_id = group_id or f"{settings.topics.prefix}sink.rabbitmq{suffix}"
-        self.batch_size = batch_size
-        self.poll_timeout_s = poll_timeout_s
         self.confirm_timeout_s = confirm_timeout_s
         self.stats = BridgeStats()
         self._connection: AbstractRobustConnection | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
-        self._stopping = False
-        # Readiness (/health/ready): set once the group handed us partitions.
-        self.group_joined = Flag("no partitions assigned by the group yet")
         self.first_publish_at: float | None = None  # monotonic; for benchmarks
         self.last_confirm_at: float | None = None
-
-    def stop(self) -> None:
-        self._stopping = True
-
-    def install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
 
     def connection_open(self) -> tuple[bool, str]:
         """Readiness: the robust AMQP connection is up (it reconnects by itself)."""
@@ -263,35 +254,20 @@ class RabbitBridge:
 
     async def run(self, exit_when_idle_s: float | None = None) -> BridgeStats:
         await retrying(self.connect, (Exception,), "connecting to rabbitmq", max_delay_s=3.0)
-        consumer = Consumer(consumer_conf(self.settings, self.group_id))
-        consumer.subscribe(
-            [self.topic],
-            on_assign=lambda _c, tps: self.group_joined.set(
-                detail=f"{len(tps)} partition(s) assigned"
-            ),
-            on_lost=lambda _c, _tps: self.group_joined.clear("partitions lost; rejoining"),
-        )
-        loop = asyncio.get_running_loop()
-        idle = IdleClock(exit_when_idle_s)
+        self.consumer = sink_consumer(self.settings, self.group_id)
         try:
-            while not self._stopping:
-                messages = await consume(consumer, self.batch_size, self.poll_timeout_s)
-                if messages:
-                    await self._process(consumer, messages)
-                    idle.busy()
-                elif idle.expired(consumer):
-                    break
+            self.subscribe([self.topic])
+            await self.run_batches(self._process, max_idle_s=exit_when_idle_s)
         finally:
-            await loop.run_in_executor(None, consumer.close)
+            await self.close_consumer()
             await self.close()
         return self.stats
 
-    async def _process(self, consumer: Consumer, messages: list[Message]) -> None:
+    async def _process(self, messages: list[Message]) -> bool:
+        """Publish the batch's events and wait for every confirm. True: commit its positions
+        (a commit that fails is logged: the partitions' new owner republishes, deduplicated)."""
         events: list[Event] = []
-        ends: dict[int, int] = {}
         for msg in messages:
-            partition, offset = msg.partition() or 0, msg.offset() or 0
-            ends[partition] = max(ends.get(partition, 0), offset + 1)
             decoded = decode(msg)
             if decoded is not None:
                 events.extend(events_for(decoded))
@@ -306,15 +282,8 @@ class RabbitBridge:
         metrics.BATCH_SECONDS.labels("rabbitmq").observe(time.perf_counter() - started)
         for event in events:
             metrics.PUBLISHED.labels(event.exchange).inc()
-        offsets = [TopicPartition(self.topic, p, o) for p, o in ends.items()]
-        try:
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: consumer.commit(offsets=offsets, asynchronous=False)
-            )
-        except KafkaException as exc:
-            # A rebalance took the partitions: their new owner republishes (deduplicated).
-            log.warning("offset commit failed", extra={"error": str(exc)})
         self.stats.batches += 1
         self.stats.messages += len(messages)
         self.stats.published += len(events)
         metrics.MESSAGES.labels("rabbitmq").inc(len(messages))
+        return True

@@ -14,11 +14,12 @@ import uuid
 from dataclasses import dataclass, field
 
 import asyncpg
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from trade_engine.config import Settings
 from trade_engine.migrations.runner import MigrationError, migrate_schema, validate_schema
 from trade_engine.sinks.postgres import PostgresSink, SinkStats
+from trade_engine.streams import clients
 
 
 @dataclass
@@ -49,7 +50,7 @@ class RebuildReport:
 
 
 def _end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    consumer = Consumer({**settings.kafka.librdkafka(), "group.id": f"te-rebuild-{uuid.uuid4()}"})
+    consumer = clients.consumer(settings, f"te-rebuild-{uuid.uuid4()}")
     try:
         meta = consumer.list_topics(topic, timeout=30).topics[topic]
         return {

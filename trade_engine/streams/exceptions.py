@@ -22,3 +22,15 @@ class DecodeError(StreamsError):
 class TopicAdminError(StreamsError):
     code = "TOPIC_ADMIN_FAILED"
     retriable = True
+
+
+class AbortTransactionError(StreamsError):
+    """Raised by a transactional stage while applying a batch: abort the open transaction and
+    rewind its partitions to their committed state. ``reason`` labels the abort metric."""
+
+    code = "TRANSACTION_ABORTED"
+    retriable = True
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from trade_engine.streams.codec import Headers
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +49,33 @@ class ConsumedRecord:
 def is_partition_eof(msg: Message) -> bool:
     error = msg.error()
     return error is not None and error.code() == KafkaError._PARTITION_EOF
+
+
+def by_partition(messages: Iterable[Message]) -> dict[int, list[ConsumedRecord]]:
+    """The records of ``messages`` grouped by partition, each group in log order. Consumer
+    errors are logged and skipped, end-of-partition events silently."""
+    grouped: dict[int, list[ConsumedRecord]] = defaultdict(list)
+    from_message = ConsumedRecord.from_message
+    for msg in messages:
+        if msg.error() is not None:
+            if not is_partition_eof(msg):
+                log.warning("consumer error", extra={"error": str(msg.error())})
+            continue
+        record = from_message(msg)
+        grouped[record.partition].append(record)
+    return grouped
+
+
+def without_errors(messages: Iterable[Message]) -> list[Message]:
+    """``messages`` minus consumer errors (logged) and end-of-partition events."""
+    good = []
+    for msg in messages:
+        error = msg.error()
+        if error is None:
+            good.append(msg)
+        elif error.code() != KafkaError._PARTITION_EOF:
+            log.warning("consumer error", extra={"error": str(error)})
+    return good
 
 
 class IdleClock:

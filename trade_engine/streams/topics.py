@@ -13,6 +13,7 @@ from typing import Any
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from trade_engine.config import Settings
+from trade_engine.streams import clients
 from trade_engine.streams.exceptions import TopicAdminError
 
 
@@ -64,7 +65,7 @@ def _market_data_config(role: str, settings: Settings) -> dict[str, str]:
 
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]:
     """Create every missing topic; existing ones are left alone. Returns name -> outcome."""
-    admin = AdminClient(settings.kafka.librdkafka())
+    admin = clients.admin_client(settings)
     specs = topic_specs(settings)
     existing = admin.list_topics(timeout=timeout_s).topics
     outcome: dict[str, str] = {}

@@ -17,8 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import TopicPartition
 
 from trade_engine.agents.matcher.step import (
     EXECUTIONS,
@@ -28,6 +27,7 @@ from trade_engine.agents.matcher.step import (
 )
 from trade_engine.agents.matcher.worker import MatcherTopics
 from trade_engine.config import Settings
+from trade_engine.streams import clients
 from trade_engine.streams.records import ConsumedRecord, is_partition_eof
 from trade_engine.streams.topics import partition_count
 from trade_engine.tables.durable import POSITION_KEY, PartitionBooks
@@ -80,14 +80,8 @@ def read_partition(
     settings: Settings, topic: str, partition: int, start: int = 0, end: int | None = None
 ) -> Iterator[ConsumedRecord]:
     """Every committed record of one partition from ``start`` up to ``end`` (default: now)."""
-    consumer = Consumer(
-        {
-            **settings.kafka.librdkafka(),
-            "group.id": f"replay-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-        }
+    consumer = clients.reader(
+        settings, f"replay-{uuid.uuid4().hex}", **{"enable.partition.eof": True}
     )
     try:
         tp = TopicPartition(topic, partition)
@@ -127,7 +121,7 @@ def replay_partition(
     outputs: dict[str, list[bytes]] = {EXECUTIONS: [], TRADES: []}
     counters = StageCounters()
     inputs = 0
-    admin = AdminClient(settings.kafka.librdkafka())
+    admin = clients.admin_client(settings)
     partitions = partition_count(admin, topics.input)
     for record in read_partition(settings, topics.input, partition, 0, end):
         books.position = record.offset + 1
@@ -228,7 +222,7 @@ def rebuild(settings: Settings, partition: int, topics: MatcherTopics | None = N
     for record in read_partition(settings, topics.changelog, partition):
         if record.key is not None and record.key not in entries:
             entries[record.key] = None
-    producer = Producer({**settings.kafka.librdkafka(), "enable.idempotence": True, "acks": "all"})
+    producer = clients.producer(settings)
     for key, value in entries.items():
         producer.produce(topics.changelog, key=key, value=value, partition=partition)
         producer.poll(0)

@@ -13,9 +13,10 @@ import logging
 import uuid
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from trade_engine.config import Settings
+from trade_engine.streams import clients
 from trade_engine.streams.records import ConsumedRecord, is_partition_eof
 from trade_engine.tables.durable import Changes
 from trade_engine.tables.store import LocalStore
@@ -28,15 +29,9 @@ class StandbyReplicator:
         self.changelog_topic = changelog_topic
         self.state_root = state_root
         self.stores: dict[int, LocalStore] = {}
-        self._consumer = Consumer(
-            {
-                **settings.kafka.librdkafka(),
-                # Never commits: the positions live in the stores themselves.
-                "group.id": f"standby-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "enable.partition.eof": False,
-            }
+        # Never commits: the positions live in the stores themselves.
+        self._consumer = clients.reader(
+            settings, f"standby-{uuid.uuid4().hex}", **{"enable.partition.eof": False}
         )
 
     @property

@@ -8,15 +8,11 @@ one per batch, holding everything the batch caused:
 3. the consumer offsets of the inputs (``send_offsets_to_transaction`` with the
    consumer's group metadata, so a member fenced by a rebalance cannot commit).
 
-A batch is what one transaction holds: the worker keeps consuming into the
-open transaction while the consumer has records queued, and commits as soon
-as the queue runs dry (low latency at low rates), or after ``commit_interval_s``
-or ``max_batch`` records (large transactions under load, so the fixed cost of a
-commit is spread over many records). Rebalance callbacks commit an open
-transaction before partitions are given up (and abort it when they were lost).
-
-Commit order, per batch: apply commands in memory -> produce outputs ->
-produce changelog -> send offsets -> commit -> write the local RocksDB store.
+The loop, the batching of transactions and the commit order (apply commands in
+memory -> produce outputs -> produce changelog -> send offsets -> commit ->
+write the local RocksDB store) are the worker runtime's
+(``streams.runtime.TransactionalWorker``); this module is the matcher's part:
+matching a batch, producing the changelog, restoring books on assignment.
 A crash anywhere before the commit aborts everything (read_committed readers
 never see it) and the inputs are re-read from the committed position; a crash
 after it leaves the local store behind the changelog, which a restart reads.
@@ -31,13 +27,9 @@ from __future__ import annotations
 
 import gc
 import logging
-import signal
 import time
-from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from confluent_kafka import (
@@ -46,7 +38,6 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
     Message,
-    Producer,
     TopicPartition,
 )
 
@@ -62,13 +53,11 @@ from trade_engine.agents.matcher.step import (
     match_record,
 )
 from trade_engine.config import Settings
-from trade_engine.health import Flag
-from trade_engine.streams.records import ConsumedRecord, IdleClock, is_partition_eof
+from trade_engine.streams import clients
+from trade_engine.streams.exceptions import AbortTransactionError
+from trade_engine.streams.records import ConsumedRecord, is_partition_eof
+from trade_engine.streams.runtime import Transaction, TransactionalWorker
 from trade_engine.streams.topics import partition_count
-from trade_engine.streams.transactions import (
-    exactly_once_consumer_conf,
-    transactional_producer_conf,
-)
 from trade_engine.tables.durable import Changes, PartitionBooks
 from trade_engine.tables.matching.rules import SymbolRules
 from trade_engine.tables.store import LocalStore
@@ -97,19 +86,7 @@ class MatcherTopics:
         )
 
 
-@dataclass(slots=True)
-class _Transaction:
-    """The open transaction: when it began, its input partitions (in order), what it holds."""
-
-    started: float
-    partitions: dict[int, None] = field(default_factory=dict)
-    inputs: int = 0
-    counters: StageCounters = field(default_factory=StageCounters)
-    # Log time of the oldest command in the transaction: entry -> visible output.
-    oldest_ms: int | None = None
-
-
-class MatcherWorker:
+class MatcherWorker(TransactionalWorker):
     def __init__(
         self,
         settings: Settings,
@@ -131,11 +108,6 @@ class MatcherWorker:
         self.worker_id = worker_id
         self.topics = topics or MatcherTopics.from_settings(settings)
         self.group_id = group_id or f"{settings.topics.prefix}matcher"
-        self.batch_size = batch_size
-        self.batch_timeout_s = batch_timeout_s
-        self.max_batch = max(max_batch, batch_size)
-        self.commit_interval_s = commit_interval_s
-        self._txn: _Transaction | None = None
         self.tune_gc = tune_gc
         self.rules: dict[str, SymbolRules] = {
             spec.symbol: rules_for(spec) for spec in settings.market.symbols
@@ -145,11 +117,10 @@ class MatcherWorker:
         self.stores: dict[int, LocalStore] = {}
         self.poison: set[tuple[int, int]] = set()
         self._changelog_offsets: dict[int, int] = {}
-        self._running = True
-        # Readiness (/health/ready): facts only this loop can know.
-        self.transactions_ready = Flag("producer transactions not initialised")
-        self.group_joined = Flag("no partitions assigned by the group yet")
-        self._idle = IdleClock()
+        # What the open transaction holds beyond its outputs: metric counts, and (from
+        # the changelog step to the local write) the book changes it commits.
+        self._counters = StageCounters()
+        self._changes: dict[int, Changes] = {}
         # The input topic's partition count (from metadata, refreshed on each assignment):
         # a record on a partition its key does not map to is dead-lettered, never matched.
         self.input_partitions: int | None = None
@@ -158,26 +129,29 @@ class MatcherWorker:
         self.standby = (
             StandbyReplicator(settings, self.topics.changelog, self.state_root) if standby else None
         )
-        self.consumer = Consumer(
-            exactly_once_consumer_conf(
+        super().__init__(
+            clients.exactly_once_consumer(
                 settings,
                 self.group_id,
                 worker_id,
                 # Keep a full transaction's worth of records prefetched.
                 **{"queued.min.messages": 100_000},
-            )
-        )
-        self.producer = Producer(
-            transactional_producer_conf(
+            ),
+            clients.transactional_producer(
                 settings,
                 f"{self.group_id}-{worker_id}",
                 **{
-                    "partitioner": "murmur2_random",
                     # One transaction may hold max_batch records' outputs and changelog.
                     "queue.buffering.max.messages": 2_000_000,
                     "queue.buffering.max.kbytes": 2_097_151,
                 },
-            )
+            ),
+            self.topics.input,
+            batch_size=batch_size,
+            poll_timeout_s=batch_timeout_s,
+            max_batch=max_batch,
+            commit_interval_s=commit_interval_s,
+            aborted=metrics.TRANSACTIONS_ABORTED,
         )
 
     # --------------------------------------------------------- lifecycle
@@ -189,74 +163,28 @@ class MatcherWorker:
             # short-lived garbage: collect the young generation 140x less often
             # (young cycles are still found) and rarely walk the whole heap.
             gc.set_threshold(100_000, 50, 100)
-        self.producer.init_transactions(30)
-        self.transactions_ready.set()
-        self.consumer.subscribe(
-            [self.topics.input],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
+        super().run(max_idle_s)
+
+    def on_start(self) -> None:
         if self.standby is not None:
             self.standby.follow(set(range(self.settings.topics.partitions)))
         log.info("matcher started", extra={"worker": self.worker_id, "group": self.group_id})
-        consumer = self.consumer
-        idle = self._idle = IdleClock(max_idle_s)
-        try:
-            while self._running:
-                # What is already fetched, without waiting.
-                messages = consumer.consume(self.batch_size, 0)
-                if not messages:
-                    if self._txn is not None:
-                        self._commit()  # caught up: make the batch visible now
-                        continue
-                    if self.standby is not None:
-                        self.standby.poll(max_records=5000)  # idle: follow the others
-                    msg = consumer.poll(self.batch_timeout_s)
-                    if msg is None:
-                        if idle.expired(consumer):
-                            break
-                        continue
-                    messages = [msg]
-                idle.busy()
-                self._process_batch(messages)
-                txn = self._txn
-                if txn is not None and (
-                    txn.inputs >= self.max_batch
-                    or time.monotonic() - txn.started >= self.commit_interval_s
-                ):
-                    self._commit()
-            if self._txn is not None:
-                self._commit()
-        finally:
-            self.close()
 
-    def stop(self, *_: Any) -> None:
-        self._running = False
+    def on_idle(self) -> None:
+        if self.standby is not None:
+            self.standby.poll(max_records=5000)  # idle: follow the others
 
-    def install_signal_handlers(self) -> None:
-        def handler(signum: int, frame: FrameType | None) -> None:
-            self.stop()
-
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
-
-    def close(self) -> None:
-        try:
-            self.consumer.close()
-        finally:
-            if self.standby is not None:
-                self.standby.close()
-            for store in self.stores.values():
-                store.close()
-            self.stores.clear()
-            self.books.clear()
+    def on_close(self) -> None:
+        if self.standby is not None:
+            self.standby.close()
+        for store in self.stores.values():
+            store.close()
+        self.stores.clear()
+        self.books.clear()
 
     # --------------------------------------------------------- rebalance
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._txn is not None:
-            self._commit()
+    def restore(self, consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
         if self.standby is not None:
             self.standby.unfollow({tp.partition for tp in partitions})
         self.input_partitions = partition_count(consumer, self.topics.input)
@@ -264,26 +192,9 @@ class MatcherWorker:
             books = self._restore(tp.partition)
             tp.offset = books.position if books.position > 0 else OFFSET_BEGINNING
         metrics.ASSIGNED_PARTITIONS.set(len(self.books))
-        consumer.assign(partitions)
-        self.group_joined.set(detail=f"{len(partitions)} partition(s) assigned")
-        self._idle.busy()  # the restore above ran inside poll(): not idle time
+        return partitions
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Still the owner (the revoke comes before the rejoin): commit what is open.
-        if self._txn is not None:
-            self._commit()
-        self._drop(partitions)
-
-    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # No longer the owner: what is open must not commit; partitions kept are rewound.
-        self.group_joined.clear("partitions lost; rejoining the group")
-        self._drop(partitions)
-        txn = self._txn
-        if txn is not None:
-            self._txn = None
-            self._abort_and_rewind(list(txn.partitions), "lost")
-
-    def _drop(self, partitions: list[TopicPartition]) -> None:
+    def release(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.books.pop(tp.partition, None)
             store = self.stores.pop(tp.partition, None)
@@ -292,6 +203,15 @@ class MatcherWorker:
         if self.standby is not None:
             self.standby.follow({tp.partition for tp in partitions})
         metrics.ASSIGNED_PARTITIONS.set(len(self.books))
+
+    def rewind(self, partitions: list[int]) -> list[TopicPartition]:
+        self._counters = StageCounters()
+        self._changes = {}
+        return [
+            TopicPartition(self.topics.input, p, self._restore(p).position)
+            for p in partitions
+            if p in self.books
+        ]
 
     def _restore(self, partition: int) -> PartitionBooks:
         """Books of ``partition`` = local store + the changelog past it (read_committed)."""
@@ -316,14 +236,8 @@ class MatcherWorker:
         return books
 
     def _catch_up(self, store: LocalStore, partition: int) -> int:
-        reader = Consumer(
-            {
-                **self.settings.kafka.librdkafka(),
-                "group.id": f"{self.group_id}-restore",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "enable.partition.eof": True,
-            }
+        reader = clients.reader(
+            self.settings, f"{self.group_id}-restore", **{"enable.partition.eof": True}
         )
         try:
             tp = TopicPartition(self.topics.changelog, partition)
@@ -360,63 +274,33 @@ class MatcherWorker:
 
     # ------------------------------------------------------------ batches
 
-    def _process_batch(self, messages: list[Message]) -> None:
-        """Apply ``messages`` inside the open transaction (begun here if none is)."""
-        by_partition: dict[int, list[ConsumedRecord]] = defaultdict(list)
-        from_message = ConsumedRecord.from_message
-        for msg in messages:
-            if msg.error() is not None:
-                if not is_partition_eof(msg):
-                    log.warning("consumer error", extra={"error": str(msg.error())})
-                continue
-            record = from_message(msg)
-            by_partition[record.partition].append(record)
-        if not by_partition:
-            return
-        txn = self._txn
+    def apply(self, records: dict[int, list[ConsumedRecord]], txn: Transaction) -> None:
         try:
-            if txn is None:
-                self.producer.begin_transaction()
-                txn = self._txn = _Transaction(time.monotonic())
-            txn.partitions.update(dict.fromkeys(by_partition))
-            txn.inputs += len(messages)
-            oldest = min(batch[0].timestamp_ms for batch in by_partition.values())
-            if txn.oldest_ms is None or oldest < txn.oldest_ms:
-                txn.oldest_ms = oldest
-            self._apply(by_partition, txn.counters)
+            self._apply(records, self._counters)
         except CorePanicError as exc:
             log.error(
                 "core failed on an input; it will be dead-lettered",
                 extra={"partition": exc.partition, "offset": exc.offset, "error": repr(exc.cause)},
             )
             self.poison.add((exc.partition, exc.offset))
-            self._fail("core_panic", list(by_partition))
-        except (KafkaException, BufferError) as exc:
-            self._kafka_failure(exc, list(by_partition))
+            raise AbortTransactionError("core_panic") from exc
 
-    def _commit(self) -> None:
-        """Changelog + input offsets into the open transaction, commit, then the local store."""
-        txn = self._txn
-        assert txn is not None
-        changes: dict[int, Changes] = {}
-        try:
-            for partition in txn.partitions:
-                books = self.books.get(partition)
-                if books is None:
-                    continue  # revoked while the batch was in flight
-                changes[partition] = partition_changes = books.take_changes()
-                self._produce_changelog(partition, partition_changes)
-            offsets = [
-                TopicPartition(self.topics.input, p, self.books[p].position) for p in changes
-            ]
-            self.producer.send_offsets_to_transaction(
-                offsets, self.consumer.consumer_group_metadata(), 30
-            )
-            self.producer.commit_transaction(30)
-        except (KafkaException, BufferError) as exc:
-            self._kafka_failure(exc)
-            return
-        self._txn = None
+    def produce_changelog(self, txn: Transaction) -> None:
+        changes = self._changes = {}
+        for partition in txn.partitions:
+            books = self.books.get(partition)
+            if books is None:
+                continue  # revoked while the batch was in flight
+            changes[partition] = partition_changes = books.take_changes()
+            self._produce_changelog(partition, partition_changes)
+
+    def positions(self, txn: Transaction) -> list[TopicPartition]:
+        return [TopicPartition(self.topics.input, p, self.books[p].position) for p in self._changes]
+
+    def committed(self, txn: Transaction) -> None:
+        """The local store, now that the log holds everything it will say."""
+        changes, self._changes = self._changes, {}
+        counters, self._counters = self._counters, StageCounters()
         self.producer.poll(0)  # serve delivery reports: the changelog offsets below
         for partition, partition_changes in changes.items():
             store = self.stores.get(partition)
@@ -426,26 +310,7 @@ class MatcherWorker:
         metrics.BATCH_SIZE.observe(txn.inputs)
         if txn.oldest_ms is not None and txn.oldest_ms > 0:
             metrics.ORDER_LATENCY.observe(max(time.time() - txn.oldest_ms / 1000, 0.0))
-        _publish(txn.counters)
-
-    def _kafka_failure(
-        self, exc: KafkaException | BufferError, consumed: Sequence[int] = ()
-    ) -> None:
-        error = exc.args[0] if exc.args else exc
-        if isinstance(error, KafkaError) and error.fatal():
-            log.critical("fatal producer error; exiting", extra={"error": str(error)})
-            raise exc
-        log.warning("transaction failed; rewinding", extra={"error": str(error)})
-        self._fail("kafka", consumed)
-
-    def _fail(self, reason: str, consumed: Sequence[int] = ()) -> None:
-        """Abort the open transaction; its partitions, and those of records consumed but not
-        yet in it (``consumed``), restart from their committed state."""
-        txn = self._txn
-        self._txn = None
-        partitions = dict.fromkeys(txn.partitions if txn is not None else ())
-        partitions.update(dict.fromkeys(consumed))
-        self._abort_and_rewind(list(partitions), reason)
+        _publish(counters)
 
     def _apply(
         self, by_partition: dict[int, list[ConsumedRecord]], counters: StageCounters
@@ -562,21 +427,6 @@ class MatcherWorker:
             and offset > self._changelog_offsets.get(partition, -1)
         ):
             self._changelog_offsets[partition] = offset
-
-    def _abort_and_rewind(self, partitions: list[int], reason: str) -> None:
-        metrics.TRANSACTIONS_ABORTED.labels(reason).inc()
-        try:
-            self.producer.abort_transaction(30)
-        except KafkaException as exc:
-            if exc.args[0].fatal():
-                raise
-        positions = []
-        for partition in partitions:
-            if partition in self.books:
-                books = self._restore(partition)
-                positions.append(TopicPartition(self.topics.input, partition, books.position))
-        for tp in positions:
-            self.consumer.seek(tp)
 
 
 def _publish(counters: StageCounters) -> None:

@@ -12,9 +12,10 @@ from confluent_kafka import Consumer, TopicPartition
 from trade_engine.agents.settlement.effects import Settler
 from trade_engine.agents.settlement.metrics import REDRIVEN
 from trade_engine.agents.settlement.plan import STAGE, header_dict
-from trade_engine.agents.settlement.worker import dead_letter_producer, publish_dead_letters
+from trade_engine.agents.settlement.worker import publish_dead_letters
 from trade_engine.config import Settings
 from trade_engine.connectors.wallet.client import stage_client
+from trade_engine.streams import clients
 from trade_engine.streams.records import ConsumedRecord
 
 log = logging.getLogger(__name__)
@@ -60,17 +61,9 @@ async def redrive(
     names = settings.topic_names
     topic = names["dead_letter"]
     group = group_id or f"{settings.topics.prefix}settlement-redrive"
-    consumer = Consumer(
-        {
-            **settings.kafka.librdkafka(),
-            "group.id": group,
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",
-        }
-    )
+    consumer = clients.committing_consumer(settings, group)
     report = RedriveReport()
-    producer = dead_letter_producer(settings)
+    producer = clients.dead_letter_producer(settings)
     try:
         metadata = consumer.list_topics(topic, timeout=30)
         partitions = sorted(metadata.topics[topic].partitions)

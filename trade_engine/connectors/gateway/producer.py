@@ -1,6 +1,6 @@
 """The gateway's producer: commands to ``te.commands``, awaited until durable.
 
-Configured like every producer outside Faust (``connectors/producer.py``):
+Configured like every producer outside Faust (``streams.clients.producer``):
 ``partitioner=murmur2_random`` (a symbol lands where Java clients and Faust put
 it), ``enable.idempotence=true`` and ``acks=all`` (no duplicate or reordered
 command from librdkafka's retries). ``send`` returns once the broker
@@ -20,15 +20,14 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from trade_engine.config import Settings
 from trade_engine.connectors.gateway import metrics
 from trade_engine.connectors.gateway.exceptions import UnavailableError
 from trade_engine.connectors.producer import CommandModel, Delivery
-from trade_engine.streams import codec
+from trade_engine.streams import clients, codec
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +37,16 @@ class CommandProducer:
         gateway = settings.gateway
         self.topic = topic or settings.topic_names["commands"]
         self._timeout_s = gateway.delivery_timeout_s
-        conf: dict[str, Any] = settings.kafka.librdkafka() | {
-            "partitioner": "murmur2_random",
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": gateway.producer_linger_ms,
-            "compression.type": "lz4",
-            "delivery.timeout.ms": int(gateway.delivery_timeout_s * 1000),
-            "socket.nagle.disable": True,
-            "logger": log,
-        }
-        self._producer = Producer(conf)
+        self._producer = clients.producer(
+            settings,
+            **{
+                "linger.ms": gateway.producer_linger_ms,
+                "compression.type": "lz4",
+                "delivery.timeout.ms": int(gateway.delivery_timeout_s * 1000),
+                "socket.nagle.disable": True,
+                "logger": log,
+            },
+        )
         # (future, error, message) of served delivery reports, drained on the loop.
         self._reports: deque[tuple[asyncio.Future[Delivery], KafkaError | None, Message]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None

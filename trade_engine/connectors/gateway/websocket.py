@@ -40,6 +40,7 @@ from prometheus_client import Counter, Gauge
 from trade_engine.config import Settings
 from trade_engine.connectors.gateway.context import AUTHENTICATOR, EXECUTION_FEED, SETTINGS
 from trade_engine.errors import TradeEngineError
+from trade_engine.streams import clients
 from trade_engine.tables.market_data import DepthSync, ResyncNeededError
 
 log = logging.getLogger(__name__)
@@ -167,14 +168,10 @@ class _Follower:
         self.consumer: Consumer | None = None
 
     def _consumer(self) -> Consumer:
-        return Consumer(
-            {
-                **self.settings.kafka.librdkafka(),
-                "group.id": f"{self.settings.topics.prefix}gateway-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "fetch.wait.max.ms": 10,
-            }
+        return clients.reader(
+            self.settings,
+            f"{self.settings.topics.prefix}gateway-{uuid.uuid4().hex[:8]}",
+            **{"fetch.wait.max.ms": 10},
         )
 
     def assignment(self, consumer: Consumer) -> list[TopicPartition]:

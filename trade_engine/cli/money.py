@@ -46,15 +46,14 @@ def _serve(settings: Settings, metrics_port: int | None, checks: dict[str, Any])
 
 
 def _cmd_risk_run(args: argparse.Namespace, settings: Settings) -> int:
-    from trade_engine.agents.risk.app import assignment_flag
-    from trade_engine.agents.risk.stage import build
+    from trade_engine.agents.risk.worker import AdmissionWorker, run_risk
 
     _prepare(settings, "te-risk")
-    app = build(settings, batch_size=args.batch_size, within_s=args.within)
-    _serve(settings, args.metrics_port, {"group": assignment_flag(app)})
-    # -l info: at warn Faust sets the root logger to DEBUG (see cli/stages.py).
-    sys.argv = [sys.argv[0], "worker", "-l", "info", "--without-web"]
-    app.main()  # never returns
+    worker = AdmissionWorker(settings, "risk", batch_size=args.batch_size)
+    _serve(settings, args.metrics_port, {"group": worker.group_joined})
+    worker.install_signal_handlers()
+    asyncio.run(run_risk(settings, worker, max_idle_s=args.exit_when_idle))
+    return 0
 
 
 def _cmd_settlement_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -139,13 +138,13 @@ def _reconcile_loop(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_money_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    risk = sub.add_parser("risk", help="the risk stage: validate and hold funds (a Faust worker)")
+    risk = sub.add_parser("risk", help="the risk stage: validate and hold funds")
     risk_sub = risk.add_subparsers(dest="risk_command", required=True)
     run = risk_sub.add_parser("run", help="te.commands -> wallet reserve -> te.commands.accepted")
     run.add_argument("--metrics-port", type=int, default=None)
     run.add_argument("--batch-size", type=int, default=500, help="commands per reserve batch")
     run.add_argument(
-        "--within", type=float, default=0.005, metavar="SECONDS", help="max wait to fill a batch"
+        "--exit-when-idle", type=float, default=None, metavar="SECONDS", help="stop when idle"
     )
     run.set_defaults(handler=_cmd_risk_run)
 

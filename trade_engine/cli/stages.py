@@ -98,9 +98,10 @@ def add_agent_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _cmd_validation_run(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
     from trade_engine import logs, metrics
-    from trade_engine.agents.risk.app import assignment_flag
-    from trade_engine.agents.risk.validation import build
+    from trade_engine.agents.risk.worker import AdmissionWorker, run_validation
     from trade_engine.health import Health, kafka_check
     from trade_engine.operations.preflight import check_kafka
     from trade_engine.streams.topics import create_topics
@@ -108,22 +109,21 @@ def _cmd_validation_run(args: argparse.Namespace, settings: Settings) -> int:
     logs.configure(settings.log_level)
     check_kafka(settings)
     create_topics(settings)
-    app = build(settings)
-    health = Health({"kafka": kafka_check(settings), "group": assignment_flag(app)})
+    worker = AdmissionWorker(settings, "validation")
+    health = Health({"kafka": kafka_check(settings), "group": worker.group_joined})
     metrics.serve(
         args.metrics_port if args.metrics_port is not None else 0,
         health,
         addr=settings.metrics_host,
         state_dir=settings.state_dir,
     )
-    # At -l warn Faust sets the root logger to DEBUG for its spinner and every
-    # logger.debug() call builds a record: -l info nearly halves CPU per event.
-    sys.argv = [sys.argv[0], "worker", "-l", "info", "--without-web"]
-    app.main()
+    worker.install_signal_handlers()
+    asyncio.run(run_validation(settings, worker))
+    return 0
 
 
 def add_stage_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    stage = sub.add_parser("validation", help="the validation stage (a Faust worker)")
+    stage = sub.add_parser("validation", help="the validation stage: admission without a wallet")
     stage_sub = stage.add_subparsers(dest="validation_command", required=True)
     run = stage_sub.add_parser("run", help="te.commands -> te.commands.accepted")
     run.add_argument("--metrics-port", type=int, default=None)

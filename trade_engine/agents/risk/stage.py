@@ -1,10 +1,11 @@
-"""The risk stage: ``te.commands`` -> ``te.commands.accepted`` (a Faust agent).
+"""The risk stage's decision: ``te.commands`` -> ``te.commands.accepted``.
 
-It replaces the validation stage: each command is checked exactly like there
-(``validation.check``: same dead-letter codes and headers, ``dlq.stage=risk``),
+It replaces the validation stage: each command is admitted exactly like there
+(``validation.admit``, decoded once: same dead-letter codes, ``dlq.stage=risk``),
 and each PLACE gets its funds held in the wallet before the matcher sees it.
+``agents.risk.worker`` runs it on the worker runtime and sends what it decides.
 
-Per batch (``stream.take_events``):
+Per batch:
 
 1. every PLACE is parsed with its symbol's rules exactly as the matching core
    does; one that does not parse (off tick, off step...) is forwarded
@@ -41,21 +42,16 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-import faust
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
-from trade_engine import metrics, tracing
-from trade_engine.agents.risk.app import create_app, raw_topic
-from trade_engine.agents.risk.validation import check, send_dead_letter
-from trade_engine.config import Settings
-from trade_engine.connectors.wallet.client import stage_client
+from trade_engine import metrics
+from trade_engine.agents.risk.validation import Outgoing, admit
 from trade_engine.connectors.wallet.exceptions import WalletError
 from trade_engine.connectors.wallet.models import ReserveRequest, ReserveResponse
-from trade_engine.streams.codec import decode_command, encode, header
+from trade_engine.streams.codec import encode
 from trade_engine.streams.commands import PlaceOrder, RiskReject, to_core
 from trade_engine.tables.matching.checks import parse_place as core_parse_place
 from trade_engine.tables.matching.checks import required_hold
@@ -63,7 +59,6 @@ from trade_engine.tables.matching.commands import Place, PlaceRequest
 from trade_engine.tables.matching.enums import Side
 from trade_engine.tables.matching.exceptions import NumberFormatError
 from trade_engine.tables.matching.rules import SymbolRules
-from trade_engine.tables.symbols import rules_for
 
 log = logging.getLogger(__name__)
 
@@ -136,19 +131,12 @@ def risk_code(error: WalletError) -> RiskCode:
     return "RISK_REJECTED"
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """What to do with one input event: forward ``value`` or dead-letter it."""
-
-    value: bytes | None
-    dead_letter: tuple[str, str] | None = None
-
-
 Reserve = Callable[[Sequence[ReserveRequest]], Awaitable[list[ReserveResponse | WalletError]]]
 
 
 class RiskStage:
-    """The decision logic of one batch, free of Faust (the agent only sends)."""
+    """The decision for one batch: admitted, held, refused or dead-lettered (the worker,
+    ``agents.risk.worker``, only sends)."""
 
     def __init__(
         self,
@@ -179,13 +167,13 @@ class RiskStage:
         pending: list[tuple[int, PlaceOrder, ReserveRequest]] = []
         for index, (key, value) in enumerate(inputs):
             partition = None if partitions_of is None else partitions_of[index]
-            problem = check(
+            command = admit(
                 key, value, self.symbols, partition=partition, partitions=self.partitions
             )
-            if problem is not None:
-                out.append(Outgoing(value, problem))
+            if isinstance(command, tuple):  # refused: dead-lettered with its code
+                out.append(Outgoing(value, command))
+                COMMANDS.labels("invalid", "dead_lettered").inc()
                 continue
-            command = decode_command(value)
             if not isinstance(command, PlaceOrder):
                 COMMANDS.labels(command.cmd, "forwarded").inc()
                 out.append(Outgoing(value))
@@ -258,83 +246,3 @@ class RiskStage:
 def _refused(command: PlaceOrder, code: RiskCode, message: str) -> bytes:
     reject = RiskReject(code=code, message=message[:200])
     return encode(command.model_copy(update={"risk_reject": reject}))
-
-
-def build(settings: Settings, *, batch_size: int = 500, within_s: float = 0.005) -> faust.App:
-    app = create_app(settings, "risk")
-    names = settings.topic_names
-    commands = raw_topic(app, names["commands"])
-    accepted = raw_topic(app, names["accepted"])
-    dead_letter = raw_topic(app, names["dead_letter"])
-    rules = {spec.symbol: rules_for(spec) for spec in settings.market.symbols}
-
-    @app.agent(commands)
-    async def risk(stream: faust.StreamT[bytes]) -> None:
-        async with stage_client(settings, STAGE) as wallet:
-            stage = RiskStage(rules, wallet.reserve_many, partitions=settings.topics.partitions)
-            batches = stream.take_events(batch_size, within=within_s)  # type: ignore[attr-defined]
-            async for events in batches:
-                BATCH_SIZE.observe(len(events))
-                with tracing.span(
-                    "risk.batch",
-                    attributes={"te.commands": len(events)},
-                    links=tracing.links([e.message.headers for e in events]),
-                ):
-                    decisions = await stage.decide(
-                        [(e.key, e.value) for e in events],
-                        [e.message.partition for e in events],
-                    )
-                for event, decision in zip(events, decisions, strict=True):
-                    if tracing.enabled():
-                        await _send_traced(event, decision, accepted, dead_letter)
-                    else:
-                        await _send(event, decision, accepted, dead_letter)
-
-    return app
-
-
-async def _send_traced(event: Any, decision: Outgoing, accepted: Any, dead_letter: Any) -> None:
-    """``_send`` inside a span of the command's trace; the forwarded command carries it."""
-    message = event.message
-    with tracing.span(
-        "risk.process",
-        parent_headers=message.headers,
-        attributes={
-            "messaging.kafka.partition": message.partition,
-            "messaging.kafka.offset": message.offset,
-            "te.dead_letter": decision.dead_letter[0] if decision.dead_letter else None,
-        },
-    ):
-        headers = message.headers
-        items = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
-        await _send(event, decision, accepted, dead_letter, tracing.inject(items))
-
-
-async def _send(
-    event: Any, decision: Outgoing, accepted: Any, dead_letter: Any, headers: Any = None
-) -> None:
-    message = event.message
-    if decision.dead_letter is None:
-        await accepted.send(
-            key=event.key,
-            value=decision.value,
-            partition=message.partition,
-            timestamp=message.timestamp,
-            headers=message.headers if headers is None else headers,
-        )
-        return
-    code, reason = decision.dead_letter
-    COMMANDS.labels("invalid", "dead_lettered").inc()
-    metrics.DEAD_LETTERS.labels(STAGE, code).inc()
-    log.warning(
-        "command dead-lettered",
-        extra={
-            "stage": STAGE,
-            "code": code,
-            "reason": reason,
-            "partition": message.partition,
-            "offset": message.offset,
-            "trace_id": header(message.headers, "trace_id"),
-        },
-    )
-    await send_dead_letter(dead_letter, event, code, reason, STAGE)

@@ -1,11 +1,13 @@
-"""The validation stage: ``te.commands`` -> ``te.commands.accepted`` (a Faust agent).
+"""The admission checks every command passes before the matcher sees it, and the
+validation stage: ``te.commands`` -> ``te.commands.accepted`` without a wallet.
 
-It checks each command's shape and that its key is its configured symbol, and
-forwards it unchanged to the same partition of ``te.commands.accepted``,
-keeping the original record timestamp so order->execution latency is measured
-from the producer. Anything else goes to the dead-letter topic with its code.
-It reserves no funds: the risk stage (``agents.risk``) is this stage plus the
-wallet's holds, and is what the pipeline runs.
+``admit`` decodes a command once and checks its shape, that its key is its
+configured symbol on the partition that key maps to, and that it carries no
+field only the engine sets; the risk stage (``agents.risk.stage``) runs the same
+checks, then holds each place's funds. The validation stage forwards what
+passes unchanged (``validate``); it reserves no funds and is the pipeline
+without a wallet service. Anything else goes to the dead-letter topic with its
+code (``agents.risk.worker`` sends both).
 
 Delivery is at-least-once: a command forwarded twice after a crash is
 answered by the matching core as a duplicate order id (a sequenced reject), so
@@ -14,36 +16,37 @@ no order is applied twice.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-import faust
-
-from trade_engine import metrics
-from trade_engine.agents.risk.app import create_app, raw_topic
-from trade_engine.config import Settings
-from trade_engine.streams.codec import decode_command, header
-from trade_engine.streams.commands import PlaceOrder
-from trade_engine.streams.dead_letter import dead_letter_headers, dead_letter_value
+from trade_engine.streams.codec import decode_command
+from trade_engine.streams.commands import Command, PlaceOrder
 from trade_engine.streams.exceptions import DecodeError
 from trade_engine.streams.partitioning import wrong_partition
 
-log = logging.getLogger(__name__)
-
 STAGE = "validation"
 
+Problem = tuple[str, str]  # (dead-letter code, reason)
 
-def check(
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """What to do with one input record: forward ``value`` or dead-letter it."""
+
+    value: bytes | None
+    dead_letter: Problem | None = None
+
+
+def admit(
     key: bytes | None,
     value: bytes | None,
     symbols: frozenset[str],
     *,
     partition: int | None = None,
     partitions: int | None = None,
-) -> tuple[str, str] | None:
-    """None when the command may pass, else (code, reason). With ``partition`` and
-    ``partitions``, a command not on its key's partition is ``WRONG_PARTITION``."""
+) -> Command | Problem:
+    """The decoded command when it may pass, else ``(code, reason)``. With ``partition``
+    and ``partitions``, a command not on its key's partition is ``WRONG_PARTITION``."""
     try:
         command = decode_command(value)
     except DecodeError as exc:
@@ -58,95 +61,39 @@ def check(
         return "UNKNOWN_SYMBOL", f"{command.symbol} is not configured"
     if isinstance(command, PlaceOrder) and command.risk_reject is not None:
         return "FORBIDDEN_FIELD", "risk_reject is set by the risk stage only"
-    return None
+    return command
 
 
-async def send_dead_letter(
-    topic: Any, event: Any, code: str, reason: str, stage: str = STAGE
-) -> None:
-    """Quarantine ``event``: a dead letter that always fits (``streams.dead_letter``), sent
-    until the broker takes it. Never skipped: the input's offset must not move past a
-    record that is in neither output topic, so a failure to send holds the partition
-    (with a log line and a metric each time) rather than losing the record."""
-    message = event.message
-    headers = message.headers
-    items = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
-    value, cut = dead_letter_value(event.value)
-    letter = dead_letter_headers(
-        items,
-        code=code,
-        reason=reason,
-        stage=stage,
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        extra=cut,
-    )
-    delay = 0.1
-    while True:
-        try:
-            await topic.send(key=event.key, value=value, headers=letter)
-            return
-        except Exception as exc:  # the send itself failed: hold the partition, retry
-            metrics.DEAD_LETTER_FAILURES.labels(stage).inc()
-            log.error(
-                "dead letter not sent; the partition waits for it",
-                extra={
-                    "stage": stage,
-                    "code": code,
-                    "partition": message.partition,
-                    "offset": message.offset,
-                    "error": repr(exc),
-                },
+def check(
+    key: bytes | None,
+    value: bytes | None,
+    symbols: frozenset[str],
+    *,
+    partition: int | None = None,
+    partitions: int | None = None,
+) -> Problem | None:
+    """None when the command may pass, else ``(code, reason)`` (``admit`` without the command)."""
+    outcome = admit(key, value, symbols, partition=partition, partitions=partitions)
+    return outcome if isinstance(outcome, tuple) else None
+
+
+class Validation:
+    """The validation stage's decision for a batch: forward what passes, unchanged."""
+
+    def __init__(self, symbols: frozenset[str], partitions: int | None = None) -> None:
+        self.symbols = symbols
+        self.partitions = partitions
+
+    async def decide(
+        self,
+        inputs: Sequence[tuple[bytes | None, bytes | None]],
+        partitions_of: Sequence[int] | None = None,
+    ) -> list[Outgoing]:
+        out = []
+        for index, (key, value) in enumerate(inputs):
+            partition = None if partitions_of is None else partitions_of[index]
+            outcome = admit(
+                key, value, self.symbols, partition=partition, partitions=self.partitions
             )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-
-def build(settings: Settings) -> faust.App:
-    app = create_app(settings, "validation")
-    names = settings.topic_names
-    commands = raw_topic(app, names["commands"])
-    accepted = raw_topic(app, names["accepted"])
-    dead_letter = raw_topic(app, names["dead_letter"])
-    symbols = frozenset(s.symbol for s in settings.market.symbols)
-    # Order-path topics are created with this count (``streams.topics`` refuses to start
-    # on a topic that has another), so it is the command topic's own.
-    partitions = settings.topics.partitions
-
-    @app.agent(commands)
-    async def validate(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            message = event.message
-            problem = check(
-                event.key,
-                event.value,
-                symbols,
-                partition=message.partition,
-                partitions=partitions,
-            )
-            if problem is None:
-                await accepted.send(
-                    key=event.key,
-                    value=event.value,
-                    partition=message.partition,
-                    timestamp=message.timestamp,
-                    headers=message.headers,
-                )
-                continue
-            code, reason = problem
-            metrics.DEAD_LETTERS.labels(STAGE, code).inc()
-            log.warning(
-                "command dead-lettered",
-                extra={
-                    "stage": STAGE,
-                    "code": code,
-                    "reason": reason,
-                    "partition": message.partition,
-                    "offset": message.offset,
-                    "trace_id": header(message.headers, "trace_id"),
-                },
-            )
-            await send_dead_letter(dead_letter, event, code, reason)
-
-    return app
+            out.append(Outgoing(value, outcome) if isinstance(outcome, tuple) else Outgoing(value))
+        return out

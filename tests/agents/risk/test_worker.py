@@ -1,0 +1,105 @@
+"""The admission worker's sending: forwarded in order with partition, timestamp and
+headers; dead letters that fit; a batch the broker did not take is sent again, never
+committed past."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from confluent_kafka import TIMESTAMP_CREATE_TIME, KafkaError
+
+from trade_engine.agents.risk import worker as worker_module
+from trade_engine.agents.risk.validation import Outgoing
+from trade_engine.agents.risk.worker import AdmissionWorker
+from trade_engine.config import load_settings
+
+
+class FakeMessage:
+    def __init__(self, offset: int, value: bytes, partition: int = 2) -> None:
+        self._offset, self._value, self._partition = offset, value, partition
+
+    def key(self) -> bytes:
+        return b"BTC/USDT"
+
+    def value(self) -> bytes:
+        return self._value
+
+    def topic(self) -> str:
+        return "te.commands"
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return TIMESTAMP_CREATE_TIME, 1_795_000_000_000 + self._offset
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [("trace_id", f"t{self._offset}".encode())]
+
+
+class FakeProducer:
+    """Takes every record; fails the deliveries of the first ``failures`` flushes."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+        self._pending: list[Any] = []
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        self.sent.append((topic, kwargs))
+        self._pending.append(kwargs["on_delivery"])
+
+    def flush(self, timeout: float) -> int:
+        error = KafkaError(KafkaError._MSG_TIMED_OUT) if self.failures > 0 else None
+        self.failures -= 1
+        for callback in self._pending:
+            callback(error, None)
+        self._pending.clear()
+        return 0
+
+
+def _worker(producer: FakeProducer) -> AdmissionWorker:
+    worker = AdmissionWorker(load_settings(), "risk")
+    worker.producer = producer  # type: ignore[assignment]
+    return worker
+
+
+def test_forwarded_to_the_same_partition_with_timestamp_and_headers_dead_letters_cut() -> None:
+    producer = FakeProducer()
+    messages = [FakeMessage(5, b"ok"), FakeMessage(6, b"x" * 100_000)]
+    decisions = [Outgoing(b"ok"), Outgoing(b"x" * 100_000, ("DECODE_TOO_LARGE", "too big"))]
+    assert _worker(producer)._send(messages, decisions)  # type: ignore[arg-type]
+    (topic, forwarded), (dlq_topic, letter) = producer.sent
+    assert topic == "te.commands.accepted"
+    assert forwarded["partition"] == 2
+    assert forwarded["timestamp"] == 1_795_000_000_005
+    assert ("trace_id", b"t5") in forwarded["headers"]
+    assert dlq_topic == "te.dead-letter"
+    assert len(letter["value"]) == 64 * 1024
+    headers = dict(letter["headers"])
+    assert headers["dlq.code"] == b"DECODE_TOO_LARGE"
+    assert headers["dlq.offset"] == b"6"
+    assert headers["dlq.original_size"] == b"100000"
+
+
+def test_a_batch_the_broker_did_not_take_is_sent_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    producer = FakeProducer(failures=2)
+    worker = _worker(producer)
+    slept: list[float] = []
+
+    async def no_sleep(delay: float) -> None:
+        slept.append(delay)
+
+    monkeypatch.setattr(worker_module.asyncio, "sleep", no_sleep)
+
+    async def decide(inputs: Any, partitions: Any) -> list[Outgoing]:
+        return [Outgoing(value) for _, value in inputs]
+
+    asyncio.run(worker._admit(decide, [FakeMessage(1, b"a"), FakeMessage(2, b"b")]))  # type: ignore[list-item]
+    assert [kwargs["value"] for _, kwargs in producer.sent] == [b"a", b"b"] * 3
+    assert slept == [0.1, 0.2]

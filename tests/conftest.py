@@ -9,11 +9,13 @@ gets fresh topics, schemas and queues and tests never see each other's data.
 from __future__ import annotations
 
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from trade_engine.agents.matcher.replay import replay_partition
@@ -107,3 +109,34 @@ def _engine_depth(settings: Settings) -> EngineDepth:
 def engine_depth() -> Callable[[Settings], EngineDepth]:
     """``_engine_depth`` as a fixture (test modules cannot import conftest)."""
     return _engine_depth
+
+
+@pytest.fixture
+def read_topic(settings: Settings) -> Callable[..., list[Message]]:
+    """Factory: the first ``n`` messages of every partition of a topic (read_committed)."""
+
+    def read(topic: str, n: int, timeout_s: float = 30.0) -> list[Message]:
+        conf = settings.kafka.librdkafka() | {
+            "group.id": f"test-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+        consumer = Consumer(conf)
+        try:
+            meta = consumer.list_topics(topic, timeout=10).topics[topic]
+            consumer.assign(
+                [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)]
+            )
+            out: list[Message] = []
+            deadline = time.monotonic() + timeout_s
+            while len(out) < n and time.monotonic() < deadline:
+                msg = consumer.poll(0.5)
+                if msg is None or msg.error() is not None:
+                    continue
+                out.append(msg)
+            assert len(out) == n, f"read {len(out)} of {n} messages from {topic}"
+            return out
+        finally:
+            consumer.close()
+
+    return read

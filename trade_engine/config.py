@@ -129,6 +129,8 @@ class RabbitMQSettings(_Section):
     """RabbitMQ password (the local stack's default is the user's name)."""
     vhost: str = "/"
     """RabbitMQ virtual host."""
+    management_port: int = Field(default=15672, ge=1, le=65535)
+    """Port of the management HTTP API on the same host (queue depths in `trade-engine lag`)."""
     connect_timeout_s: float = Field(default=10.0, gt=0)
     """Seconds to wait for a connection."""
 

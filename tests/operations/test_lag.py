@@ -1,9 +1,12 @@
-"""Consumer lag per partition, in messages and seconds, and stall detection, on the real broker."""
+"""Consumer lag per partition, in messages and seconds, and stall detection, on the real broker;
+the status of a group judged over made-up sample windows; ``trade-engine lag`` as a command."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -13,9 +16,27 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from prometheus_client import CollectorRegistry
 
 from trade_engine.config import Settings, load_settings
-from trade_engine.operations.lag import LAG, LagReader, export
+from trade_engine.operations.lag import (
+    GroupInfo,
+    LagCollector,
+    LagReader,
+    LagWindow,
+    PartitionLag,
+    Problem,
+    Sample,
+    Snapshot,
+    Status,
+    engine_stages,
+    frozen_and_growing,
+    group_active,
+    partition_status,
+    render,
+    stage_of,
+)
+from trade_engine.streams import clients
 from trade_engine.streams.clients import transactional_producer_conf
 from trade_engine.streams.topics import create_topics
 
@@ -24,7 +45,7 @@ from trade_engine.streams.topics import create_topics
 def test_lag_messages_seconds_and_stall() -> None:
     prefix = f"lag-{uuid.uuid4().hex[:8]}."
     settings = load_settings(topics={"prefix": prefix, "partitions": 1})
-    create_topics(settings)
+    created = create_topics(settings)
     topic = settings.topic_names["accepted"]
     group = f"{prefix}matcher"
     conf = settings.kafka.librdkafka()
@@ -51,11 +72,22 @@ def test_lag_messages_seconds_and_stall() -> None:
         assert second.lag == 11
         assert second.stalled  # lag grew, the group did not commit
 
-        export([second])
-        sample = LAG.labels(group, topic, "0")._value.get()
-        assert sample == 11
+        registry = CollectorRegistry()
+        collector = LagCollector()
+        registry.register(collector)
+        collector.update(
+            LagWindow(settings, 3).add(
+                Snapshot(time.time(), 1, {group: _info(group)}, [second], {topic: 1})
+            )
+        )
+        labels = {"consumergroup": group, "topic": topic, "partition": "0"}
+        assert registry.get_sample_value("kafka_consumergroup_lag", labels) == 11
     finally:
         reader.close()
+        admin = AdminClient(conf)
+        for future in admin.delete_topics(list(created)).values():
+            future.result(timeout=30)
+        _forget_groups(settings, prefix)
 
 
 # ------------------------------------------------- transactional topics (markers)
@@ -78,6 +110,18 @@ def engine_prefix() -> Iterator[Settings]:
     admin = AdminClient(settings.kafka.librdkafka())
     for future in admin.delete_topics(list(created)).values():
         future.result(timeout=30)
+    _forget_groups(settings, settings.topics.prefix)
+
+
+def _forget_groups(settings: Settings, prefix: str) -> None:
+    """Delete the (memberless) consumer groups a test left under its own ``prefix``."""
+    admin = clients.admin_client(settings)
+    listed = admin.list_consumer_groups(request_timeout=10).result()
+    names = [g.group_id for g in listed.valid or [] if g.group_id.startswith(prefix)]
+    if names:
+        for future in admin.delete_consumer_groups(names, request_timeout=10).values():
+            with contextlib.suppress(Exception):
+                future.result()
 
 
 def _transactions(settings: Settings, topic: str, batches: int, per_batch: int) -> None:
@@ -215,18 +259,243 @@ def test_one_lag_call_is_fast(engine_prefix: Settings) -> None:
     # The command itself, as an operator runs it (interpreter start-up included).
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "trade_engine", "lag", "--json"],
+        [sys.executable, "-m", "trade_engine", "lag", "--json", "--group", f"^{re.escape(prefix)}"],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
-        check=True,
+        check=False,
     )
     elapsed = time.monotonic() - started
-    rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert {row["group"] for row in rows if row["lag"] == 0} >= {
+    assert result.returncode == 1, result.stderr  # sink.rabbitmq and market-data are behind
+    groups = {g["group"]: g for g in json.loads(result.stdout)["groups"]}
+    assert {name for name, g in groups.items() if g["lag"] == 0} >= {
         f"{prefix}matcher",
         f"{prefix}settlement",
         f"{prefix}sink.postgres",
     }
+    assert groups[f"{prefix}sink.rabbitmq"]["status"] == "STOPPED"  # no members, behind
+    assert groups[f"{prefix}matcher"]["stage"] == "matcher"
     assert elapsed < 5.0, elapsed
+
+
+# ------------------------------------------------- partitions from the metadata
+
+
+@pytest.mark.broker
+def test_topics_with_another_partition_count_than_the_settings() -> None:
+    """The regression: partitions come from the topics' metadata, not from settings."""
+    prefix = f"lagparts-{uuid.uuid4().hex[:8]}."
+    created = create_topics(load_settings(topics={"prefix": prefix, "partitions": 2}))
+    try:
+        settings = load_settings(topics={"prefix": prefix, "partitions": 4})
+        committer = clients.consumer(settings, f"{prefix}settlement")
+        committer.commit(
+            offsets=[TopicPartition(settings.topic_names["executions"], 1, 0)], asynchronous=False
+        )
+        committer.close()
+        reader = LagReader(settings)
+        try:
+            lags = reader.read_all()
+            assert {lag.partition for lag in lags} == {0, 1}
+            assert reader.end_offsets(settings.topic_names["executions"]) == 0
+            snapshot = reader.snapshot(groups=re.compile(f"^{re.escape(prefix)}"))
+            # Partition 0 not committed yet: a row all the same, the engine group's input.
+            assert sorted((lag.group, lag.partition, lag.committed) for lag in snapshot.lags) == [
+                (f"{prefix}settlement", 0, -1),
+                (f"{prefix}settlement", 1, 0),
+            ]
+            # Every engine topic is described (and its end offsets exported), read or not.
+            assert snapshot.topics == {t: 2 for t in settings.topic_names.values()}
+            assert len(snapshot.ends) == 2 * len(settings.topic_names)
+        finally:
+            reader.close()
+    finally:
+        admin = clients.admin_client(load_settings())
+        for future in admin.delete_topics(list(created)).values():
+            future.result(timeout=30)
+        _forget_groups(load_settings(), prefix)
+
+
+def _info(group: str, members: int = 0, stage: str | None = None) -> GroupInfo:
+    return GroupInfo(group, stage, "STABLE" if members else "EMPTY", members)
+
+
+# ------------------------------------------------- status over a window (no broker)
+
+
+def _window(*samples: tuple[int, int]) -> list[Sample]:
+    return [Sample(committed, lag) for committed, lag in samples]
+
+
+@pytest.mark.parametrize(
+    ("samples", "active", "status"),
+    [
+        ([(10, 0)], True, Status.OK),  # caught up
+        ([(10, 5)], True, Status.OK),  # one sample: movement cannot be judged
+        ([(10, 5)], False, Status.STOPPED),  # one sample is enough for this one
+        ([(10, 5), (10, 5), (10, 5)], False, Status.STOPPED),
+        ([(10, 0), (10, 5), (10, 9)], False, Status.STOPPED),  # lag now, nobody consuming
+        ([(10, 5), (10, 5), (10, 5)], True, Status.STALLED),  # members, no progress
+        ([(10, 5), (10, 8), (10, 12)], True, Status.STALLED),
+        ([(10, 5), (20, 8), (30, 12)], True, Status.LAGGING),  # moving, falling behind
+        ([(10, 5), (20, 8), (30, 8)], True, Status.LAGGING),  # never shrinking, grew
+        ([(10, 5), (20, 9), (30, 7)], True, Status.OK),  # shrank once: keeping up
+        ([(10, 9), (20, 7), (30, 4)], True, Status.OK),  # catching up
+        ([(10, 5), (20, 5), (30, 5)], True, Status.OK),  # steady lag while consuming
+        ([(10, 5), (20, 0), (20, 3)], True, Status.OK),  # caught up within the window
+        ([(10, 5), (20, 8), (20, 12)], True, Status.LAGGING),  # moved in the window
+        ([], True, Status.OK),
+    ],
+)
+def test_partition_status(samples: list[tuple[int, int]], active: bool, status: Status) -> None:
+    assert partition_status(_window(*samples), active=active) is status
+
+
+def test_a_group_without_members_whose_offsets_move_is_active() -> None:
+    moving = [_window((10, 5), (12, 5))]
+    frozen = [_window((10, 5), (10, 6))]
+    assert group_active(0, moving)
+    assert not group_active(0, frozen)
+    assert group_active(1, frozen)
+    assert frozen_and_growing(frozen[0])
+    assert not frozen_and_growing(moving[0])
+
+
+def _snapshot(at: float, groups: dict[str, GroupInfo], *lags: PartitionLag) -> Snapshot:
+    topics = {lag.topic: 1 + max(x.partition for x in lags if x.topic == lag.topic) for lag in lags}
+    return Snapshot(at, 1, groups, list(lags), topics)
+
+
+def test_window_judges_each_group_and_exit_code(settings: Settings) -> None:
+    prefix = settings.topics.prefix
+    groups = {
+        f"{prefix}settlement": _info(f"{prefix}settlement", 1, "settlement"),
+        "outside.stuck": _info("outside.stuck", 2),
+        "outside.slow": _info("outside.slow", 1),
+        "outside.gone": _info("outside.gone", 0),
+        "outside.empty": _info("outside.empty", 0),
+    }
+    window = LagWindow(settings, 3)
+    view = None
+    # (committed, end) per sample for every group's single partition.
+    series = {
+        f"{prefix}settlement": [(100, 100), (150, 150), (200, 200)],
+        "outside.stuck": [(10, 20), (10, 25), (10, 30)],
+        "outside.slow": [(10, 20), (15, 30), (20, 40)],
+        "outside.gone": [(5, 9), (5, 9), (5, 12)],
+    }
+    for i in range(3):
+        lags = [
+            PartitionLag(g, f"{prefix}executions" if g.startswith(prefix) else "t", 0, *s[i])
+            for g, s in series.items()
+        ]
+        view = window.add(_snapshot(1000.0 + i, groups, *lags))
+    assert view is not None
+    assert (view.samples, view.span_s) == (3, 2.0)
+    statuses = {g.info.group: g.status for g in view.groups}
+    assert statuses == {
+        f"{prefix}settlement": Status.OK,
+        "outside.stuck": Status.STALLED,
+        "outside.slow": Status.LAGGING,
+        "outside.gone": Status.STOPPED,
+        "outside.empty": Status.OK,
+    }
+    # Engine groups first, by stage; then the others by name.
+    assert [g.info.group for g in view.groups] == [
+        f"{prefix}settlement",
+        "outside.empty",
+        "outside.gone",
+        "outside.slow",
+        "outside.stuck",
+    ]
+    by_name = {g.info.group: g for g in view.groups}
+    assert by_name["outside.empty"].note == "no committed offsets"
+    assert by_name["outside.stuck"].partitions[0].stalled
+    assert by_name["outside.gone"].partitions[0].stalled  # stopped, and its lag grew
+    assert not by_name["outside.slow"].partitions[0].stalled
+    assert view.exit_code() == 1
+    text = "\n".join(render(view))
+    assert "judged over 3 samples in 2.0 s" in text
+    assert "outside.stuck t[0]: committed 10 end 30 lag 20 (0.0 s) STALLED" in text
+    assert view.as_dict()["groups"][0]["stage"] == "settlement"
+
+    # The exporter: kafka_exporter's names, the status gauge, the stalled flag.
+    registry = CollectorRegistry()
+    collector = LagCollector()
+    registry.register(collector)
+    collector.update(view)
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert (
+        value("kafka_consumergroup_lag", consumergroup="outside.stuck", topic="t", partition="0")
+        == 20
+    )
+    assert (
+        value(
+            "kafka_consumergroup_current_offset",
+            consumergroup="outside.slow",
+            topic="t",
+            partition="0",
+        )
+        == 20
+    )
+    assert value("kafka_topic_partition_current_offset", topic="t", partition="0") is not None
+    assert value("kafka_consumergroup_lag_sum", consumergroup="outside.gone", topic="t") == 7
+    assert value("kafka_consumergroup_members", consumergroup="outside.stuck") == 2
+    assert value("te_consumergroup_status", consumergroup="outside.stuck", stage="") == 2
+    assert value("te_consumergroup_status", consumergroup="outside.gone", stage="") == 3
+    assert (
+        value("te_consumergroup_status", consumergroup=f"{prefix}settlement", stage="settlement")
+        == 0
+    )
+    assert (
+        value("te_consumergroup_stalled", consumergroup="outside.stuck", topic="t", partition="0")
+        == 1
+    )
+    assert value("kafka_brokers") == 1
+
+    # A group that disappears leaves the window and the exporter with the next sample.
+    del groups["outside.stuck"]
+    view = window.add(_snapshot(1003.0, groups))
+    collector.update(view)
+    assert value("kafka_consumergroup_members", consumergroup="outside.stuck") is None
+
+
+def test_one_sample_says_so(settings: Settings) -> None:
+    view = LagWindow(settings, 1).add(
+        _snapshot(1.0, {"g": _info("g", 1)}, PartitionLag("g", "t", 0, 5, 9))
+    )
+    assert view.groups[0].status is Status.OK
+    assert view.judged == "judged from one sample: only STOPPED or OK"
+    assert view.exit_code() == 0
+
+
+def test_problems_set_the_exit_code(settings: Settings) -> None:
+    view = LagWindow(settings, 3).add(
+        Snapshot(1.0, 1, {}, [], {}, [Problem("missing_topic", "topic x does not exist")])
+    )
+    assert view.exit_code() == 2
+    informational = Problem("partition_gone", "...", exit_code=0)
+    view = LagWindow(settings, 3).add(Snapshot(1.0, 1, {}, [], {}, [informational]))
+    assert view.exit_code() == 0
+
+
+def test_engine_groups_are_named_by_stage(settings: Settings) -> None:
+    prefix = settings.topics.prefix
+    stages = {
+        "risk",
+        "validation",
+        "matcher",
+        "settlement",
+        "sink.postgres",
+        "sink.rabbitmq",
+        "market-data",
+        "settlement-redrive",
+    }
+    assert {stage for stage, _ in engine_stages(settings).values()} == stages
+    assert stage_of(settings, f"{prefix}validation") == "validation"
+    assert stage_of(settings, f"{prefix}sink.rabbitmq.t1") == "sink.rabbitmq"
+    assert stage_of(settings, "someone.else") is None

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from trade_engine.cli.gateway import add_gateway_commands
+from trade_engine.cli.groups import add_group_commands
 from trade_engine.cli.money import add_money_commands
 from trade_engine.cli.producer import add_connector_commands
 from trade_engine.cli.sinks import add_sink_commands
@@ -23,7 +24,7 @@ from trade_engine.cli.wallet import add_wallet_commands
 from trade_engine.config import CONFIG_FILE_ENV, Settings, load_settings
 from trade_engine.errors import ConfigError
 
-OPS_DIR = Path(__file__).resolve().parents[1] / "ops"  # the checkout's service scripts
+OPS_DIR = Path(__file__).resolve().parents[2] / "ops"  # the checkout's service scripts
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_wallet_commands,
         add_gateway_commands,
         add_sink_commands,
+        add_group_commands,
     ):
         add(sub)
     return parser

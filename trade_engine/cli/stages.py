@@ -5,11 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 from trade_engine.cli.market_data import add_market_data_commands
 from trade_engine.config import Settings
+
+if TYPE_CHECKING:
+    from trade_engine.operations.lag import LagView
+    from trade_engine.operations.queues import QueueView
 
 
 def _cmd_matcher_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -146,45 +152,140 @@ def add_demo_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     demo.set_defaults(handler=_cmd_demo)
 
 
-def _cmd_lag(args: argparse.Namespace, settings: Settings) -> int:
+#: One ``trade-engine lag``: this many samples, this far apart, unless --window says.
+LAG_SAMPLES = 3
+LAG_SAMPLE_INTERVAL_S = 0.8
+#: --watch / --serve: the status is judged over this many recent samples.
+LAG_WATCH_WINDOW = 10
+
+
+def _print_lag(args: argparse.Namespace, view: LagView, mq: QueueView | None) -> None:
+    from trade_engine.operations import lag, queues
+
+    if args.json:
+        doc = view.as_dict()
+        if mq is not None:
+            doc["rabbitmq"] = {"endpoint": mq.endpoint, "error": mq.error}
+            doc["queues"] = [q.as_dict() for q in mq.queues]
+        print(json.dumps(doc))
+    else:
+        lines = lag.render(view, every_partition=args.partitions)
+        if mq is not None:
+            lines += ["", *queues.render(mq)]
+        print("\n".join(lines))
+    sys.stdout.flush()
+    for problem in view.problems:
+        print(f"lag: {problem.message}", file=sys.stderr)
+    if mq is not None and mq.error is not None and args.json:
+        print(f"lag: rabbitmq: {mq.error}", file=sys.stderr)
+    sys.stderr.flush()
+
+
+def _lag_once(args: argparse.Namespace, settings: Settings, size: int) -> int:
+    """A few samples 0.8 s apart (one when nothing is behind), then the verdict."""
     import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from trade_engine.operations import lag, queues
+
+    reader = lag.LagReader(settings)
+    window = lag.LagWindow(settings, size)
+    names = [] if args.no_queues else queues.bridged_queues(args.queue_prefix)
+    pool = ThreadPoolExecutor(max_workers=1)
+    # RabbitMQ is read meanwhile; its answer (or its one-line error) waits for ours.
+    mq = pool.submit(queues.read_queues, settings, names) if names else None
+    try:
+        for i in range(size):
+            started = time.monotonic()
+            last = i == size - 1
+            # Lag in seconds needs the oldest unconsumed record of every lagging
+            # partition: the first sample finds them, the last one only those of the
+            # groups that moved meanwhile (the reader remembers the others).
+            view = window.add(
+                reader.snapshot(groups=args.group, topics=args.topic, with_seconds=i == 0 or last)
+            )
+            if all(p.lag.lag == 0 for g in view.groups for p in g.partitions):
+                break  # nothing behind: nothing to judge over a window
+            if not last:
+                time.sleep(max(LAG_SAMPLE_INTERVAL_S - (time.monotonic() - started), 0))
+        _print_lag(args, view, mq.result() if mq is not None else None)
+    except lag.LagError as exc:
+        print(f"lag: {exc}", file=sys.stderr)
+        return lag.EXIT_UNAVAILABLE
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        reader.close()
+    return view.exit_code()
+
+
+def _lag_loop(args: argparse.Namespace, settings: Settings, size: int) -> int:
+    """--watch / --serve: a sample every --interval, judged over the last ``size``."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prometheus_client import REGISTRY
 
     from trade_engine import metrics
     from trade_engine.health import DISK, Health, Recent, kafka_check
-    from trade_engine.operations.lag import LagReader, export
+    from trade_engine.operations import lag, queues
 
-    reader = LagReader(settings)
+    reader = lag.LagReader(settings)
+    window = lag.LagWindow(settings, size)
+    names = [] if args.no_queues else queues.bridged_queues(args.queue_prefix)
     sampled = Recent("lag sample", max_age_s=max(3 * args.interval, 30.0))
     for volume, path in args.disk:
         DISK.watch(volume, path)
+    lag_metrics, queue_metrics = lag.LagCollector(), queues.QueueCollector()
     if args.serve is not None:
+        REGISTRY.register(lag_metrics)
+        REGISTRY.register(queue_metrics)
         health = Health({"kafka": kafka_check(settings), "sampling": sampled})
         metrics.serve(args.serve, health, addr=settings.metrics_host, state_dir=settings.state_dir)
+    pool = ThreadPoolExecutor(max_workers=1)
     try:
         while True:
-            lags = reader.read_all()
-            export(lags)
-            sampled.touch()
-            if args.json:
-                for item in lags:
-                    print(json.dumps(item.as_dict()))
+            started = time.monotonic()
+            pending = pool.submit(queues.read_queues, settings, names) if names else None
+            view: LagView | None = None
+            try:
+                view = window.add(reader.snapshot(groups=args.group, topics=args.topic))
+            except lag.LagError as exc:
+                # The exporter keeps serving (not ready) and tries again next interval.
+                print(f"lag: {exc}", file=sys.stderr, flush=True)
             else:
-                print(
-                    f"{'group':<24} {'topic':<24} {'part':>4} {'committed':>10} {'end':>10} "
-                    f"{'lag':>8} {'lag_s':>7} stalled"
-                )
-                for item in lags:
-                    print(
-                        f"{item.group:<24} {item.topic:<24} {item.partition:>4} "
-                        f"{item.committed:>10} {item.end:>10} {item.lag:>8} "
-                        f"{item.lag_seconds:>7.1f} {'YES' if item.stalled else ''}"
-                    )
-            sys.stdout.flush()
-            if args.serve is None and not args.watch:
-                return 0
-            time.sleep(args.interval)
+                lag_metrics.update(view)
+                sampled.touch()
+            mq = pending.result() if pending is not None else None
+            if mq is not None:
+                queue_metrics.update(mq)
+            if view is not None:
+                _print_lag(args, view, mq)
+            time.sleep(max(args.interval - (time.monotonic() - started), 0))
+    except KeyboardInterrupt:
+        return 0
     finally:
+        pool.shutdown(wait=False, cancel_futures=True)
         reader.close()
+
+
+def _cmd_lag(args: argparse.Namespace, settings: Settings) -> int:
+    if args.serve is not None or args.watch:
+        return _lag_loop(args, settings, args.window or LAG_WATCH_WINDOW)
+    return _lag_once(args, settings, args.window or LAG_SAMPLES)
+
+
+def _regex(text: str) -> re.Pattern[str]:
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(f"not a regular expression: {exc}") from None
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive count, got {text}")
+    return value
 
 
 def _volume(text: str) -> tuple[str, str]:
@@ -196,13 +297,45 @@ def _volume(text: str) -> tuple[str, str]:
 
 def add_lag_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lag = sub.add_parser(
-        "lag", help="consumer lag of every engine group, per partition (messages and seconds)"
+        "lag",
+        help="lag and status of every consumer group (messages, seconds), and the bridge's "
+        "RabbitMQ queues; exit 0 all OK, 1 a group lagging/stalled/stopped, 2 broker "
+        "unreachable or no such topics/groups",
+        description="Every consumer group on the cluster: committed offsets against the last "
+        "stable offsets, lag in messages and seconds, and a status (OK, LAGGING, STALLED, "
+        "STOPPED) judged over a window of samples: one call takes 3 samples 0.8 s apart "
+        "(one when nothing is behind); --watch and --serve judge over the recent ones.",
     )
-    lag.add_argument("--json", action="store_true", help="one JSON object per partition")
+    lag.add_argument("--json", action="store_true", help="one JSON document (per sample)")
     lag.add_argument("--watch", action="store_true", help="repeat every --interval seconds")
     lag.add_argument("--interval", type=float, default=10.0)
     lag.add_argument(
-        "--serve", type=int, metavar="PORT", help="export kafka_consumergroup_lag metrics"
+        "--window",
+        type=_positive,
+        metavar="N",
+        help=f"judge over N samples (default {LAG_SAMPLES} for one call, "
+        f"{LAG_WATCH_WINDOW} with --watch/--serve; 1: only STOPPED or OK)",
+    )
+    lag.add_argument("--group", type=_regex, metavar="REGEX", help="only groups matching REGEX")
+    lag.add_argument(
+        "--topic", type=_regex, metavar="REGEX", help="only offsets on topics matching REGEX"
+    )
+    lag.add_argument(
+        "--partitions", action="store_true", help="a row for every partition, not only those not OK"
+    )
+    lag.add_argument(
+        "--queue-prefix",
+        default="",
+        metavar="P",
+        help="the bridge's --name-prefix (its queues are P + wallet.service.trades, ...)",
+    )
+    lag.add_argument("--no-queues", action="store_true", help="leave RabbitMQ out")
+    lag.add_argument(
+        "--serve",
+        type=int,
+        metavar="PORT",
+        help="export kafka_consumergroup_lag, ..._lag_seconds, te_consumergroup_status and "
+        "te_rabbitmq_queue_* metrics (samples every --interval seconds)",
     )
     lag.add_argument(
         "--disk",

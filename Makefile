@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test up down status lint typecheck pytest unit crash-test bench-baseline bench-matching bench-e2e bench-sinks bench-gateway bench-wallet bench-pipeline lock clean
+.PHONY: run test up down status lint typecheck pytest unit crash-test bench-baseline bench-matching bench-e2e bench-sinks bench-gateway bench-wallet bench-pipeline bench-codecs lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version}"'
@@ -84,6 +84,10 @@ bench-pipeline: $(STAMP)
 bench-wallet: $(STAMP)
 	bash ops/postgres/postgres.sh up
 	$(BIN)/python -m ops.benchmarks.bench_wallet
+
+## Per-record decode cost of te.executions, te.trades and te.commands: the old decoders and the typed ones.
+bench-codecs: $(STAMP)
+	$(BIN)/python -m ops.benchmarks.bench_codecs
 
 ## Re-pin the versions CI installs (after changing dependencies in pyproject.toml).
 lock:

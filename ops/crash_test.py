@@ -49,6 +49,7 @@ from trade_engine.connectors.loadgen import generate
 from trade_engine.streams import clients
 from trade_engine.streams.codec import encode, new_headers
 from trade_engine.streams.commands import CancelOrder, Command, PlaceOrder
+from trade_engine.streams.execution_records import decode_execution, decode_trade
 from trade_engine.streams.topics import create_topics
 
 
@@ -187,8 +188,8 @@ class Scenario:
         expected: set[str] = set()
         actual: list[str] = []
         for partition in result.expected_trades:
-            expected.update(json.loads(v)["trade_id"] for v in result.expected_trades[partition])
-            actual.extend(json.loads(v)["trade_id"] for v in result.actual_trades[partition])
+            expected.update(decode_trade(v).trade_id for v in result.expected_trades[partition])
+            actual.extend(decode_trade(v).trade_id for v in result.actual_trades[partition])
         return {
             "scenario": self.name,
             "kills": self.kills,
@@ -215,8 +216,8 @@ class Scenario:
         seqs: dict[str, list[int]] = defaultdict(list)
         for partition in range(self.settings.topics.partitions):
             for record in read_partition(self.settings, self.topics.executions, partition):
-                message = json.loads(record.value or b"{}")
-                seqs[message["symbol"]].append(message["seq"])
+                execution = decode_execution(record.value)
+                seqs[execution.symbol].append(execution.seq)
         return sum(
             1 for values in seqs.values() for index, seq in enumerate(values) if seq != index + 1
         )

@@ -1,32 +1,16 @@
 """The docs list every stable code: the reject codes of the matching core in
-``docs/matching.md``'s table, the dead-letter codes in ``docs/topics.md``'s."""
+``docs/matching.md``'s table, the dead-letter codes (``streams.codes.DeadLetterCode``)
+in ``docs/topics.md``'s."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+from trade_engine.streams.codes import DeadLetterCode
 from trade_engine.tables.matching.codes import RejectCode
 
 REPO = Path(__file__).resolve().parent.parent
-
-# What the stages put in ``dlq.code``. The source scan below adds any code the
-# decoder, the validation check or the matching stage grows later.
-DEAD_LETTER_CODES = {
-    "DECODE_EMPTY",
-    "DECODE_TOO_LARGE",
-    "DECODE_INVALID",
-    "KEY_SYMBOL_MISMATCH",
-    "UNKNOWN_SYMBOL",
-    "FORBIDDEN_FIELD",
-    "WRONG_PARTITION",
-    "ENGINE_ERROR",
-}
-_SOURCES = {
-    "streams/codec.py": r'DecodeError\(\s*"([A-Z][A-Z_]+)"',
-    "agents/risk/validation.py": r'return\s+"([A-Z][A-Z_]+)",',
-    "agents/matcher/step.py": r'_dead_letter\(\s*record,\s*"([A-Z][A-Z_]+)"',
-}
 
 
 def _section(doc: str, heading: str) -> str:
@@ -36,20 +20,12 @@ def _section(doc: str, heading: str) -> str:
     return text[start : end if end != -1 else len(text)]
 
 
-def _dead_letter_codes_in_source() -> set[str]:
-    found: set[str] = set()
-    for path, pattern in _SOURCES.items():
-        source = REPO / "trade_engine" / path
-        if source.is_file():
-            found.update(re.findall(pattern, source.read_text(encoding="utf-8")))
-    return found
-
-
 def test_topics_md_lists_every_dead_letter_code() -> None:
     section = _section("topics.md", "## Dead letters")
     table = set(re.findall(r"^\| `([A-Z][A-Z_]+)` \|", section, re.MULTILINE))
-    expected = DEAD_LETTER_CODES | _dead_letter_codes_in_source()
+    expected = {code.value for code in DeadLetterCode}
     assert expected <= table, f"missing from docs/topics.md: {sorted(expected - table)}"
+    assert table <= expected, f"not a DeadLetterCode: {sorted(table - expected)}"
     assert "murmur2 partition of its key" in section
 
 

@@ -60,6 +60,7 @@ from trade_engine.agents.matcher.worker import MatcherTopics
 from trade_engine.config import Settings, load_settings
 from trade_engine.connectors.loadgen import iter_commands
 from trade_engine.streams.codec import encode
+from trade_engine.streams.execution_records import decode_execution
 from trade_engine.streams.topics import create_topics
 
 #: The paced (latency) producer: a gateway sending as orders come, 1 ms linger.
@@ -233,13 +234,13 @@ class ExecutionReader(threading.Thread):
             for msg in batch:
                 if msg.error() is not None:
                     continue
-                m = json.loads(msg.value() or b"{}")
-                if m.get("kind") not in ("ACCEPTED", "REJECTED"):
+                m = decode_execution(msg.value())
+                if m.kind not in ("ACCEPTED", "REJECTED"):
                     continue
-                key = (m["input"]["partition"], m["input"]["offset"])
+                key = (m.input.partition, m.input.offset)
                 if key in self.latencies:
                     continue
-                at_ms = datetime.fromisoformat(m["at"]).timestamp() * 1000.0
+                at_ms = datetime.fromisoformat(m.at).timestamp() * 1000.0
                 with self.lock:
                     self.latencies[key] = now_ms - at_ms
         consumer.close()

@@ -36,10 +36,11 @@ from trade_engine.operations import synthetic
 from trade_engine.sinks.postgres import PostgresSink
 from trade_engine.sinks.rabbitmq import RabbitBridge, Topology
 from trade_engine.sinks.rows import ORDER_COLUMNS, TRADE_COLUMNS, fold
+from trade_engine.streams.execution_records import ExecutionRecord, decode_execution
 
 
 async def _copy_baseline(
-    dsn: str, schema: str, messages: list[dict[str, object]]
+    dsn: str, schema: str, messages: list[ExecutionRecord]
 ) -> tuple[int, float]:
     rows = fold(messages)  # outside the timing: the baseline measures the database only
     orders, trades = rows.order_rows(), rows.trades
@@ -106,7 +107,7 @@ async def run(commands: int, batch_size: int, rabbit_batch_size: int) -> dict[st
         print(f"[bench-sink] published {published} executions", file=sys.stderr)
         for schema in schemas:
             await migrate_schema(dsn, schema)
-        messages = [json.loads(v) for p in sorted(data) for v in data[p]]
+        messages = [decode_execution(v) for p in sorted(data) for v in data[p]]
         copy_rows, copy_s = await _copy_baseline(dsn, schemas[0], messages)
 
         sink = PostgresSink(settings, schemas[1], batch_size=batch_size)

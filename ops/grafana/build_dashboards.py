@@ -229,8 +229,8 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
             ),
         ],
     ),
-    # The REST/WebSocket gateway (trade_engine/connectors/gateway/metrics.py and
-    # websocket.py). Latency leaves out the WebSocket (a "request" lasts its
+    # The REST/WebSocket gateway (trade_engine/connectors/gateway/metrics.py, hub.py,
+    # feeds.py and protocol.py). Latency leaves out the WebSocket (a "request" lasts its
     # connection's life), the probes and /metrics, as GatewayLatencyHigh does.
     "api": (
         "Trade engine / API",

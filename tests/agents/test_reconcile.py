@@ -18,6 +18,8 @@ from trade_engine.agents import reconcile
 from trade_engine.agents.reconcile import EngineHold, compare_holds, compare_trades, hold_of
 from trade_engine.cli.money import add_money_commands
 from trade_engine.config import SymbolSettings, load_settings
+from trade_engine.streams.execution_records import InputRef, PublicTrade, trade_wire
+from trade_engine.streams.executions import dumps
 from trade_engine.streams.records import ConsumedRecord
 from trade_engine.tables.symbols import rules_for
 from trade_engine.wallet.reconcile import HoldRow
@@ -86,6 +88,30 @@ def test_cli_parses() -> None:
     assert parser.parse_args(["risk", "run", "--batch-size", "100"]).batch_size == 100
 
 
+def _trade(seq: int) -> bytes:
+    """A te.trades record (``streams.execution_records.PublicTrade``) of BTC/USDT."""
+    trade = PublicTrade(
+        trade_id=f"BTC/USDT:{seq}",
+        seq=seq,
+        symbol="BTC/USDT",
+        price=Decimal("50000.00"),
+        quantity=Decimal("0.10000"),
+        quote_quantity=Decimal("5000.0000000"),
+        buyer_order_id="b",
+        seller_order_id="s",
+        buyer_user_id="u1",
+        seller_user_id="u2",
+        buyer_fee=Decimal("0.00000"),
+        seller_fee=Decimal("0.0000000"),
+        buyer_fee_asset="BTC",
+        seller_fee_asset="USDT",
+        is_buyer_maker=True,
+        executed_at="2026-12-03T10:00:00.000Z",
+        input=InputRef(0, seq),
+    )
+    return dumps(trade_wire(trade))
+
+
 def test_a_reconciler_reads_each_record_once_across_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -99,7 +125,7 @@ def test_a_reconciler_reads_each_record_once_across_runs(
             (b"o|BTC/USDT|o1", json.dumps(state).encode()),
             (b"h|BTC/USDT", b"{}"),
         ],
-        names["trades"]: [(b"BTC/USDT", b'{"trade_id":"BTC/USDT:3"}')],
+        names["trades"]: [(b"BTC/USDT", _trade(3))],
     }
     starts: list[tuple[str, int]] = []
 
@@ -115,7 +141,7 @@ def test_a_reconciler_reads_each_record_once_across_runs(
     assert set(reconciler.engine_holds()) == {"o1"}
     assert reconciler.trade_ids() == Counter({"BTC/USDT:3": 1})
     logs[names["matcher_changelog"]].append((b"o|BTC/USDT|o1", None))  # o1 ended
-    logs[names["trades"]].append((b"BTC/USDT", b'{"trade_id":"BTC/USDT:5"}'))
+    logs[names["trades"]].append((b"BTC/USDT", _trade(5)))
     starts.clear()
     assert reconciler.engine_holds() == {}
     assert reconciler.trade_ids() == Counter({"BTC/USDT:3": 1, "BTC/USDT:5": 1})

@@ -6,8 +6,10 @@ from __future__ import annotations
 from prometheus_client import REGISTRY
 
 # Importing a module registers its metrics.
+from trade_engine.connectors.gateway import feeds as _feeds  # noqa: F401
+from trade_engine.connectors.gateway import hub as _hub  # noqa: F401
 from trade_engine.connectors.gateway import metrics as _gateway  # noqa: F401
-from trade_engine.connectors.gateway import websocket as _websocket  # noqa: F401
+from trade_engine.connectors.gateway import protocol as _protocol  # noqa: F401
 from trade_engine.wallet import metrics as _wallet  # noqa: F401
 
 _SUFFIXES = {

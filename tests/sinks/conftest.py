@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import os
 import subprocess
 import sys
@@ -23,6 +22,11 @@ from trade_engine.config import Settings, load_settings
 from trade_engine.migrations.runner import migrate_schema
 from trade_engine.operations import synthetic
 from trade_engine.sinks.rows import BatchRows, fold
+from trade_engine.streams.execution_records import (
+    ExecutionRecord,
+    TradeExecution,
+    decode_execution,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -40,11 +44,11 @@ class Feed:
     def topic(self) -> str:
         return self.settings.topic_names["executions"]
 
-    def decoded(self) -> list[dict[str, Any]]:
-        return [json.loads(v) for p in sorted(self.messages) for v in self.messages[p]]
+    def decoded(self) -> list[ExecutionRecord]:
+        return [decode_execution(v) for p in sorted(self.messages) for v in self.messages[p]]
 
     def trade_ids(self) -> set[str]:
-        return {m["trade_id"] for m in self.decoded() if m["kind"] == "TRADE"}
+        return {m.trade_id for m in self.decoded() if isinstance(m, TradeExecution)}
 
     def expected(self) -> BatchRows:
         return fold(self.decoded())

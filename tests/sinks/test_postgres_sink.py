@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import threading
 import time
@@ -13,6 +12,7 @@ import pytest
 
 from trade_engine.config import Settings
 from trade_engine.operations import synthetic
+from trade_engine.streams.execution_records import TradeExecution, decode_execution
 
 pytestmark = [pytest.mark.postgres, pytest.mark.broker]
 REPO_OPS = "ops/postgres/postgres.sh"
@@ -24,9 +24,9 @@ def _committed_prefix_trades(feed, offsets: dict[int, int]) -> set[str]:
     ids = set()
     for partition, values in feed.messages.items():
         for value in values[: offsets.get(partition, 0)]:
-            message = json.loads(value)
-            if message["kind"] == "TRADE":
-                ids.add(message["trade_id"])
+            record = decode_execution(value)
+            if isinstance(record, TradeExecution):
+                ids.add(record.trade_id)
     return ids
 
 

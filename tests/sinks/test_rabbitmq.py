@@ -7,47 +7,104 @@ import contextlib
 import json
 import subprocess
 import time
+from typing import Any
 
 import aio_pika
 import aiormq
 import pytest
 
-from trade_engine.config import Settings
+from trade_engine.config import Settings, load_settings
 from trade_engine.operations import synthetic
 from trade_engine.sinks.rabbitmq import Topology, events_for
+from trade_engine.streams.execution_records import decode_execution
+from trade_engine.streams.executions import dumps, trade_message
 
 OPS = "ops/rabbitmq/rabbitmq.sh"
 
 
+ENVELOPE = {"v": 1, "symbol": "BTC/USDT"}
+TAIL = {"input": {"partition": 0, "offset": 3}, "at": "2026-01-01T00:00:00.000Z"}
+TRADE = {
+    **ENVELOPE,
+    "seq": 7,
+    "kind": "TRADE",
+    **TAIL,
+    "trade_id": "BTC/USDT:7",
+    "price": "1.00",
+    "quantity": "1",
+    "quote_quantity": "1.00",
+    "taker_side": "SELL",
+    "taker_order_id": "s",
+    "taker_user_id": "u2",
+    "maker_order_id": "b",
+    "maker_user_id": "u1",
+    "buyer_fee": "0",
+    "seller_fee": "0",
+    "taker_remaining": "0",
+    "maker_remaining": "0",
+    "buyer_order_id": "b",
+    "seller_order_id": "s",
+    "buyer_user_id": "u1",
+    "seller_user_id": "u2",
+    "buyer_fee_asset": "BTC",
+    "seller_fee_asset": "USDT",
+    "is_buyer_maker": True,
+}
+ENDED = {
+    **ENVELOPE,
+    "seq": 9,
+    "kind": "ORDER_ENDED",
+    **TAIL,
+    "order_id": "b",
+    "user_id": "u1",
+    "status": "FILLED",
+    "reason": "FILLED",
+    "filled": "1",
+    "quote_filled": "1.00",
+    "cancelled": "0",
+    "reserved": "1.00",
+    "release": "0.00",
+    "side": "BUY",
+}
+
+
 def test_events_have_deterministic_ids_and_routing_keys() -> None:
-    trade = {
-        "v": 1,
-        "symbol": "BTC/USDT",
-        "seq": 7,
-        "kind": "TRADE",
-        "at": "2026-01-01T00:00:00.000Z",
-        "input": {"partition": 0, "offset": 3},
-        "trade_id": "BTC/USDT:7",
-        "price": "1.00",
-        "quantity": "1",
-        "quote_quantity": "1.00",
-        "buyer_order_id": "b",
-        "seller_order_id": "s",
-        "buyer_user_id": "u1",
-        "seller_user_id": "u2",
-        "buyer_fee": "0",
-        "seller_fee": "0",
-        "buyer_fee_asset": "BTC",
-        "seller_fee_asset": "USDT",
-        "is_buyer_maker": True,
-    }
-    [event] = events_for(trade)
+    [event] = events_for(decode_execution(dumps(TRADE)))
     assert (event.routing_key, event.message_id) == ("trade.BTC-USDT", "BTC/USDT:7")
-    assert json.loads(event.body)["executed_at"] == trade["at"]
-    ended = {"symbol": "BTC/USDT", "seq": 9, "kind": "ORDER_ENDED", "status": "FILLED"}
-    [event] = events_for(ended)
+    assert json.loads(event.body)["executed_at"] == TRADE["at"]
+    [event] = events_for(decode_execution(dumps(ENDED)))
     assert (event.routing_key, event.message_id) == ("order.FILLED", "BTC/USDT:9")
-    assert events_for({"symbol": "BTC/USDT", "seq": 10, "kind": "TRADING_STATE"}) == []
+    # The body is the execution as it was read, plus the event's id and name.
+    assert event.body == dumps({**ENDED, "event_id": "BTC/USDT:9", "event": "FILLED"})
+    state = {**ENVELOPE, "seq": 10, "kind": "TRADING_STATE", **TAIL, "old": "TRADING"}
+    assert events_for(decode_execution(dumps({**state, "new": "HALT"}))) == []
+
+
+def _json_path_events(message: dict[str, Any]) -> list[tuple[str, str, bytes]]:
+    """What the bridge published before it read typed records: json.loads, then this."""
+    kind = message["kind"]
+    if kind == "TRADE":
+        symbol = message["symbol"].replace("/", "-")
+        return [(f"trade.{symbol}", message["trade_id"], dumps(trade_message(message)))]
+    order_kinds = ("ACCEPTED", "REJECTED", "TRIGGERED", "AMENDED", "ORDER_ENDED", "STP_PREVENTED")
+    if kind not in order_kinds or (kind == "REJECTED" and not message.get("order_id")):
+        return []
+    if kind in ("ACCEPTED", "ORDER_ENDED"):
+        event = message["status"]
+    else:
+        event = {"TRIGGERED": "OPEN"}.get(kind, kind)
+    event_id = f"{message['symbol']}:{message['seq']}"
+    body = dumps({**message, "event_id": event_id, "event": event})
+    return [(f"order.{event}", event_id, body)]
+
+
+def test_event_bodies_keep_their_bytes() -> None:
+    symbols = load_settings().market.symbols[:3]
+    values = synthetic.executions(3000, 11, symbols, 1, start_ms=1_767_225_600_000)[0]
+    for value in values:
+        events = events_for(decode_execution(value))
+        got = [(e.routing_key, e.message_id, e.body) for e in events]
+        assert got == _json_path_events(json.loads(value)), value
 
 
 async def _drain(settings: Settings, queue_name: str, idle_s: float = 3.0) -> list[str]:

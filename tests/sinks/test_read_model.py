@@ -3,7 +3,6 @@ partitions; open orders and client order ids are the caller's and the open ones.
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +14,7 @@ from trade_engine.config import Settings
 from trade_engine.operations import synthetic
 from trade_engine.sinks.postgres import Position, PostgresWriter
 from trade_engine.sinks.read_model import Repository
+from trade_engine.streams.execution_records import decode_execution
 
 pytestmark = pytest.mark.postgres
 START_MS = 1_767_225_600_000  # 2026-01-01
@@ -27,7 +27,9 @@ async def _load(settings: Settings, schema: str) -> None:
         6000, 5, settings.market.symbols[:2], 2, start_ms=START_MS, step_ms=75 * DAY_MS // 6000
     )
     writer = PostgresWriter(settings.postgres.dsn(), schema, "synthetic")
-    batch = [(Position(p, i), json.loads(v)) for p in messages for i, v in enumerate(messages[p])]
+    batch = [
+        (Position(p, i), decode_execution(v)) for p in messages for i, v in enumerate(messages[p])
+    ]
     try:
         for i in range(0, len(batch), 5000):
             await writer.write(batch[i : i + 5000])

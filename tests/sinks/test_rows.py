@@ -1,18 +1,17 @@
-"""The pure fold from execution messages to rows."""
+"""The pure fold from execution records to rows."""
 
 from __future__ import annotations
-
-import json
 
 from trade_engine.config import load_settings
 from trade_engine.operations import synthetic
 from trade_engine.sinks.rows import fold
+from trade_engine.streams.execution_records import ExecutionRecord, decode_execution
 
 
-def _messages() -> list[dict]:
+def _messages() -> list[ExecutionRecord]:
     symbols = load_settings().market.symbols[:2]
     out = synthetic.executions(800, 4, symbols, 1, start_ms=1_767_225_600_000)
-    return [json.loads(v) for v in out[0]]
+    return [decode_execution(v) for v in out[0]]
 
 
 def test_redelivered_messages_are_skipped_and_gaps_counted() -> None:

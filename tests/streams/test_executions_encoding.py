@@ -1,4 +1,5 @@
-"""The hot-path encoder writes exactly the bytes of the reference dict + json.dumps path."""
+"""The hot-path encoder writes exactly the bytes of the reference dict + json.dumps path,
+and the topic's decoder reads them back to the same wire dict and bytes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,14 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trade_engine.streams.execution_records import (
+    TradeExecution,
+    decode_execution,
+    decode_trade,
+    execution_wire,
+    public_trade,
+    trade_wire,
+)
 from trade_engine.streams.executions import (
     InputTail,
     dumps,
@@ -144,8 +153,15 @@ def _check(record: Execution, rules: SymbolRules, partition: int, offset: int, t
     )
     message = execution_message(record, rules, partition, offset, ts)
     assert value == dumps(message)
+    # The one decoder reads back what was written: the same wire dict, the same bytes.
+    decoded = decode_execution(value)
+    assert execution_wire(decoded) == message
+    assert dumps(execution_wire(decoded)) == value
     if isinstance(record, Trade):
         assert trade == dumps(trade_message(message))
+        assert isinstance(decoded, TradeExecution)
+        assert decode_trade(trade) == public_trade(decoded)
+        assert dumps(trade_wire(decode_trade(trade))) == trade
     else:
         assert trade is None
 

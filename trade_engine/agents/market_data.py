@@ -1,9 +1,9 @@
 """The market-data agent: ``te.executions`` in; depth, snapshots, candles, tickers out.
 
-It decodes each execution record, hands it to the pure builders
-(``tables.market_data``) and publishes what they return to the ``te.md.*``
-topics, on the partition the record came from (so a symbol's market data
-stays in one ordered partition, like its executions).
+It decodes each execution record once (``streams.execution_records``), hands
+it to the pure builders (``tables.market_data``) and publishes what they
+return to the ``te.md.*`` topics, on the partition the record came from (so a
+symbol's market data stays in one ordered partition, like its executions).
 
 **Exactly once, the matcher's way.** Outputs and the consumer offsets go in one
 Kafka transaction. The offset committed for a partition is the builders'
@@ -41,6 +41,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from trade_engine import metrics
 from trade_engine.config import Settings
 from trade_engine.streams import clients
+from trade_engine.streams.exceptions import DecodeError
+from trade_engine.streams.execution_records import decode_execution
 from trade_engine.streams.records import ConsumedRecord, is_partition_eof
 from trade_engine.streams.runtime import Transaction, TransactionalWorker
 from trade_engine.tables.market_data import MarketDataBuilder, MarketDataError, Output
@@ -201,12 +203,9 @@ class MarketDataWorker(TransactionalWorker):
 
     def _apply(self, part: PartitionMarketData, record: ConsumedRecord) -> list[Output]:
         try:
-            msg = json.loads(record.value or b"")
-            if not isinstance(msg, dict):
-                raise MarketDataError("MD_BAD_RECORD", "not a JSON object")
-            out = part.apply(record.offset, msg)
-        except (ValueError, MarketDataError) as exc:
-            code = exc.code if isinstance(exc, MarketDataError) else "MD_BAD_RECORD"
+            out = part.apply(record.offset, decode_execution(record.value))
+        except (DecodeError, MarketDataError) as exc:
+            code = exc.code if isinstance(exc, MarketDataError) else MarketDataError.code
             BAD_RECORDS.labels(code).inc()
             part.position = max(part.position, record.offset + 1)
             log.error(

@@ -37,6 +37,7 @@ from prometheus_client import Counter, Gauge
 from trade_engine.agents.matcher.replay import read_partition
 from trade_engine.config import Settings
 from trade_engine.connectors.wallet.models import format_amount
+from trade_engine.streams.execution_records import decode_trade
 from trade_engine.streams.records import ConsumedRecord
 from trade_engine.tables.matching.rules import SymbolRules
 from trade_engine.tables.symbols import rules_for
@@ -212,7 +213,7 @@ class Reconciler:
     def trade_ids(self) -> Multiset[str]:
         for record in self._read(self.settings.topic_names["trades"], self._trades_next):
             if record.value is not None:
-                self._trades[json.loads(record.value)["trade_id"]] += 1
+                self._trades[decode_trade(record.value).trade_id] += 1
         return self._trades
 
     async def _wallet_state(self) -> tuple[ReconcileReport, set[str]]:

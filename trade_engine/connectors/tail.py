@@ -3,7 +3,10 @@
 The consumer reads with ``isolation.level=read_committed`` (aborted transactional
 records are never shown), assigns every partition itself (no group
 rebalancing) and never commits offsets, so running it leaves no trace in the
-cluster. Each run uses a fresh ``group.id``.
+cluster. Each run uses a fresh ``group.id``. Records of ``te.executions`` and
+``te.trades`` are read with their topic's decoder (``streams.execution_records``)
+and printed in their wire form; anything else, or a record that does not decode,
+is printed as the JSON it holds.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from confluent_kafka import (
@@ -27,19 +31,52 @@ from confluent_kafka import (
 from trade_engine.config import Settings
 from trade_engine.connectors.exceptions import TailError
 from trade_engine.streams import clients
+from trade_engine.streams.exceptions import DecodeError
+from trade_engine.streams.execution_records import (
+    decode_execution,
+    decode_trade,
+    execution_wire,
+    trade_wire,
+)
 
 log = logging.getLogger(__name__)
 
+Reader = Callable[[bytes], dict[str, Any]]
+"""A topic's decoder, back to the record's wire dict."""
 
-def render(msg: Message, *, verbose: bool = False) -> str:
-    """One JSON line for a message: its value, or with ``verbose`` an envelope
-    with topic, partition, offset, timestamp, key and headers."""
-    raw = msg.value()
-    value: Any
+
+def read_execution(raw: bytes) -> dict[str, Any]:
+    return execution_wire(decode_execution(raw))
+
+
+def read_trade(raw: bytes) -> dict[str, Any]:
+    return trade_wire(decode_trade(raw))
+
+
+def reader_for(settings: Settings, topic: str) -> Reader | None:
+    names = settings.topic_names
+    return {names["executions"]: read_execution, names["trades"]: read_trade}.get(topic)
+
+
+def _value(raw: bytes | None, reader: Reader | None) -> Any:
+    if raw is None:
+        return None
+    if reader is not None:
+        try:
+            return reader(raw)
+        except DecodeError:
+            pass  # shown as whatever JSON it holds
     try:
-        value = json.loads(raw) if raw is not None else None
+        return json.loads(raw)
     except ValueError:
-        value = {"raw": raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)}
+        return {"raw": raw.decode("utf-8", "replace")}
+
+
+def render(msg: Message, *, verbose: bool = False, reader: Reader | None = None) -> str:
+    """One JSON line for a message: its value, or with ``verbose`` an envelope
+    with topic, partition, offset, timestamp, key and headers. ``reader``: the topic's
+    decoder (``reader_for``)."""
+    value = _value(msg.value(), reader)
     if not verbose:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     key = msg.key()
@@ -87,6 +124,7 @@ def tail(
     )
     printed = 0
     wanted = symbol.encode() if symbol is not None else None
+    reader = reader_for(settings, topic)
     try:
         metadata = consumer.list_topics(topic, timeout=settings.kafka.connect_timeout_s)
         info = metadata.topics.get(topic)
@@ -111,7 +149,7 @@ def tail(
                 continue
             if wanted is not None and msg.key() != wanted:
                 continue
-            print(render(msg, verbose=verbose), file=out, flush=True)
+            print(render(msg, verbose=verbose, reader=reader), file=out, flush=True)
             printed += 1
     except KafkaException as exc:
         raise TailError(f"consuming {topic}: {exc}") from exc

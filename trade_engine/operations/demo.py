@@ -15,7 +15,6 @@ its start (5 times in a row) stops the demo, with a non-zero exit status.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import signal
 import subprocess
@@ -36,6 +35,7 @@ from trade_engine.connectors.wallet.client import WalletClient
 from trade_engine.connectors.wallet.models import TransferRequest
 from trade_engine.operations.lag import LagReader
 from trade_engine.streams import clients
+from trade_engine.streams.execution_records import decode_execution
 from trade_engine.streams.topics import create_topics
 
 REFRESH_S = 2.0
@@ -75,8 +75,7 @@ def _watch_latency(settings: Settings, window: LatencyWindow, stop: threading.Ev
                 # ACCEPTED/REJECTED are the first answer to a place command; the
                 # record's timestamp is when it became readable to consumers.
                 if b'"kind":"ACCEPTED"' in value or b'"kind":"REJECTED"' in value:
-                    message = json.loads(value)
-                    sent_ms = _millis(message["at"])
+                    sent_ms = _millis(decode_execution(value).at)
                     window.add(msg.timestamp()[1] - sent_ms)
     finally:
         consumer.close()

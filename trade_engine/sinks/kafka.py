@@ -11,7 +11,6 @@ work to the loop).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -25,6 +24,8 @@ from opentelemetry.trace import Span
 from trade_engine import tracing
 from trade_engine.config import Settings
 from trade_engine.streams import clients
+from trade_engine.streams.exceptions import DecodeError
+from trade_engine.streams.execution_records import ExecutionRecord, decode_execution
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,19 +47,22 @@ def sink_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consum
     return clients.committing_consumer(settings, group_id, **{**SINK_CONSUMER, **overrides})
 
 
-def decode(msg: Message) -> dict[str, Any] | None:
-    """The execution message, or None (logged) when it is not valid JSON of the contract."""
+def decode(msg: Message) -> ExecutionRecord | None:
+    """The execution record, or None (logged) when it is not one of the contract."""
     try:
-        value = json.loads(msg.value() or b"")
-        if isinstance(value, dict) and "symbol" in value and "seq" in value and "kind" in value:
-            return value
-    except ValueError:
-        pass
-    log.error(
-        "undecodable execution message skipped",
-        extra={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
-    )
-    return None
+        return decode_execution(msg.value())
+    except DecodeError as exc:
+        log.error(
+            "undecodable execution message skipped",
+            extra={
+                "topic": msg.topic(),
+                "partition": msg.partition(),
+                "offset": msg.offset(),
+                "code": exc.code,
+                "reason": str(exc)[:300],
+            },
+        )
+        return None
 
 
 def traced_spans(name: str, messages: list[Message]) -> list[Span]:

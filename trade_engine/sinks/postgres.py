@@ -50,6 +50,11 @@ from trade_engine.migrations.runner import validate_schema
 from trade_engine.sinks import metrics
 from trade_engine.sinks.kafka import FaultHook, decode, retrying, sink_consumer, traced_spans
 from trade_engine.sinks.rows import ORDER_COLUMNS, TRADE_COLUMNS, BatchRows, fold, parse_time
+from trade_engine.streams.execution_records import (
+    AcceptedExecution,
+    ExecutionRecord,
+    TradeExecution,
+)
 from trade_engine.streams.runtime import AtLeastOnceWorker
 
 log = logging.getLogger(__name__)
@@ -195,10 +200,10 @@ class PostgresWriter:
             metrics.DEFAULT_PARTITION_ROWS.labels(name).set(rows)
         return report.as_dict()
 
-    async def write(self, batch: list[tuple[Position, dict[str, Any] | None]]) -> SinkStats:
-        """Apply one batch (messages in log order per partition) in one transaction.
+    async def write(self, batch: list[tuple[Position, ExecutionRecord | None]]) -> SinkStats:
+        """Apply one batch (records in log order per partition) in one transaction.
 
-        ``None`` messages (undecodable) only advance the position.
+        ``None`` records (undecodable) only advance the position.
         """
         conn = await self.connect()
         if self.first_write_at is None:
@@ -212,7 +217,7 @@ class PostgresWriter:
             stored = await self._lock_positions(conn, sorted(ends))
             fresh = [m for pos, m in batch if m is not None and pos.offset >= stored[pos.partition]]
             stats.duplicates = sum(1 for pos, _ in batch if pos.offset < stored[pos.partition])
-            symbols = sorted({m["symbol"] for m in fresh})
+            symbols = sorted({m.symbol for m in fresh})
             last = dict(
                 await conn.fetch(
                     "SELECT symbol, last_seq FROM sink_symbol_seq WHERE symbol = ANY($1::text[])",
@@ -328,19 +333,16 @@ class PostgresWriter:
 
 
 def _times(
-    batch: list[tuple[Position, dict[str, Any] | None]],
+    batch: list[tuple[Position, ExecutionRecord | None]],
 ) -> tuple[set[datetime], set[datetime]]:
     """Timestamps of the rows the batch may insert: orders by month, trades by day."""
     orders: set[datetime] = set()
     trades: set[datetime] = set()
     for _, m in batch:
-        if m is None:
-            continue
-        kind = m["kind"]
-        if kind == "ACCEPTED":
-            orders.add(parse_time(m["at"]))
-        elif kind == "TRADE":
-            trades.add(parse_time(m["at"]))
+        if isinstance(m, AcceptedExecution):
+            orders.add(parse_time(m.at))
+        elif isinstance(m, TradeExecution):
+            trades.add(parse_time(m.at))
     return orders, trades
 
 

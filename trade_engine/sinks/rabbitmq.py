@@ -29,7 +29,6 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
@@ -39,7 +38,18 @@ from trade_engine import tracing
 from trade_engine.config import Settings
 from trade_engine.sinks import metrics
 from trade_engine.sinks.kafka import decode, retrying, sink_consumer, traced_spans
-from trade_engine.streams.executions import dumps, trade_message
+from trade_engine.streams.execution_records import (
+    AcceptedExecution,
+    ExecutionRecord,
+    OrderEndedExecution,
+    RejectedExecution,
+    TradeExecution,
+    TriggeredExecution,
+    execution_wire,
+    public_trade,
+    trade_wire,
+)
+from trade_engine.streams.executions import dumps
 from trade_engine.streams.runtime import AtLeastOnceWorker
 
 log = logging.getLogger(__name__)
@@ -127,32 +137,26 @@ def routing_symbol(symbol: str) -> str:
     return symbol.replace("/", "-").replace(".", "_")
 
 
-def events_for(message: dict[str, Any]) -> list[Event]:
-    """The RabbitMQ events of one execution message (pure; ids are deterministic)."""
-    kind = message["kind"]
-    if kind == "TRADE":
-        return [
-            Event(
-                TRADE,
-                f"trade.{routing_symbol(message['symbol'])}",
-                message["trade_id"],
-                dumps(trade_message(message)),
-                kind,
-            )
-        ]
-    if kind not in _ORDER_KINDS or (kind == "REJECTED" and not message.get("order_id")):
+def events_for(record: ExecutionRecord) -> list[Event]:
+    """The RabbitMQ events of one execution record (pure; ids are deterministic). Bodies are
+    the record's wire JSON: a trade as on ``te.trades``, an order event as on
+    ``te.executions`` plus ``event_id`` and ``event``."""
+    kind = record.kind
+    if isinstance(record, TradeExecution):
+        body = dumps(trade_wire(public_trade(record)))
+        return [Event(TRADE, f"trade.{routing_symbol(record.symbol)}", record.trade_id, body, kind)]
+    if kind not in _ORDER_KINDS or (isinstance(record, RejectedExecution) and not record.order_id):
         return []
-    if kind in ("ACCEPTED", "ORDER_ENDED"):
-        event = message["status"]
-    elif kind == "TRIGGERED":
+    event: str
+    if isinstance(record, AcceptedExecution | OrderEndedExecution):
+        event = record.status
+    elif isinstance(record, TriggeredExecution):
         event = "OPEN"
-    elif kind == "REJECTED":
-        event = "REJECTED"
     else:
         event = kind
-    event_id = f"{message['symbol']}:{message['seq']}"
-    body = {**message, "event_id": event_id, "event": event}
-    return [Event(ORDER, f"order.{event}", event_id, dumps(body), kind)]
+    event_id = f"{record.symbol}:{record.seq}"
+    message = {**execution_wire(record), "event_id": event_id, "event": event}
+    return [Event(ORDER, f"order.{event}", event_id, dumps(message), kind)]
 
 
 @dataclass

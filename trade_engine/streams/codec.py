@@ -14,6 +14,7 @@ from typing import Any, cast
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from trade_engine import tracing
+from trade_engine.streams.codes import DeadLetterCode
 from trade_engine.streams.commands import SCHEMA_VERSION, Command
 from trade_engine.streams.exceptions import DecodeError
 
@@ -29,15 +30,21 @@ def encode(message: BaseModel) -> bytes:
 
 def decode_command(raw: bytes | None) -> Command:
     """Bytes from ``te.commands`` to a command model, or ``DecodeError`` with a stable code:
-    ``DECODE_EMPTY`` (no value: null or zero bytes), ``DECODE_TOO_LARGE``, ``DECODE_INVALID``."""
+    ``DECODE_EMPTY`` (no value: null or zero bytes), ``DECODE_TOO_LARGE``, ``DECODE_INVALID``.
+
+    The contract's reference decoder (pydantic; the risk stage's). The matcher reads the
+    same contract with ``command_records.decode_command_record`` (msgspec), which must
+    answer exactly as this does."""
     if not raw:
-        raise DecodeError("DECODE_EMPTY", "message has no value")
+        raise DecodeError(DeadLetterCode.DECODE_EMPTY, "message has no value")
     if len(raw) > MAX_MESSAGE_BYTES:
-        raise DecodeError("DECODE_TOO_LARGE", f"message of {len(raw)} bytes exceeds the limit")
+        raise DecodeError(
+            DeadLetterCode.DECODE_TOO_LARGE, f"message of {len(raw)} bytes exceeds the limit"
+        )
     try:
         command: Command = _COMMAND.validate_json(raw)
     except ValidationError as exc:
-        raise DecodeError("DECODE_INVALID", _describe(exc)) from None
+        raise DecodeError(DeadLetterCode.DECODE_INVALID, _describe(exc)) from None
     return command
 
 

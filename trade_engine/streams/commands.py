@@ -10,7 +10,7 @@ and step is the matching core's call, so that reject is sequenced like any other
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Final, Literal, TypeAlias
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
@@ -32,6 +32,9 @@ from trade_engine.tables.matching.enums import (
 )
 from trade_engine.tables.matching.rules import SymbolRules
 
+if TYPE_CHECKING:
+    from trade_engine.streams.command_records import CommandRecord
+
 SCHEMA_VERSION: Final = 1
 
 # Patterns are written so that every regex dialect reads them alike: explicit ASCII
@@ -40,14 +43,21 @@ SCHEMA_VERSION: Final = 1
 #
 # A plain non-negative decimal: at most 18 integer and 18 fraction digits, no
 # exponent, no sign, no leading zeros. A string like "1e999999999" never reaches int().
+DECIMAL_PATTERN: Final = r"^(0|[1-9][0-9]{0,17})(\.[0-9]{1,18})?$"
+DECIMAL_MAX_LENGTH: Final = 37
+IDENTIFIER_PATTERN: Final = r"^[A-Za-z0-9_.:\-]+$"
+IDENTIFIER_MAX_LENGTH: Final = 64
+SYMBOL_PATTERN: Final = r"^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}$"
+RISK_MESSAGE_MAX_LENGTH: Final = 200
+
 DecimalStr = Annotated[
-    str,
-    StringConstraints(pattern=r"^(0|[1-9][0-9]{0,17})(\.[0-9]{1,18})?$", max_length=37),
+    str, StringConstraints(pattern=DECIMAL_PATTERN, max_length=DECIMAL_MAX_LENGTH)
 ]
 Identifier = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
+    str,
+    StringConstraints(min_length=1, max_length=IDENTIFIER_MAX_LENGTH, pattern=IDENTIFIER_PATTERN),
 ]
-Symbol = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}$")]
+Symbol = Annotated[str, StringConstraints(pattern=SYMBOL_PATTERN)]
 
 
 def _utc(value: datetime) -> datetime:
@@ -76,7 +86,7 @@ class RiskReject(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     code: Literal["RISK_INSUFFICIENT_BALANCE", "RISK_ACCOUNT_NOT_FOUND", "RISK_REJECTED"]
-    message: str = Field(default="", max_length=200)
+    message: str = Field(default="", max_length=RISK_MESSAGE_MAX_LENGTH)
 
 
 class PlaceOrder(_Command):
@@ -142,6 +152,10 @@ Command = Annotated[
     PlaceOrder | CancelOrder | AmendOrder | MassCancel | SymbolAdmin | TimeTick,
     Field(discriminator="cmd"),
 ]
+# What ``to_core`` takes: a contract model, or the matcher's decoded record.
+WireCommand: TypeAlias = (
+    "PlaceOrder | CancelOrder | AmendOrder | MassCancel | SymbolAdmin | TimeTick | CommandRecord"
+)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -160,14 +174,23 @@ def rfc3339(millis: int) -> str:
     )
 
 
-def to_core(command: _Command, rules: SymbolRules) -> CoreCommand:
-    """The matching core's command for a wire command.
+def _millis(value: datetime | str) -> int:
+    """Engine-clock milliseconds of a timestamp: a model's ``datetime`` or a record's
+    RFC 3339 UTC text (``streams.command_records`` checked its form)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return utc_millis(value)
+
+
+def to_core(command: WireCommand, rules: SymbolRules) -> CoreCommand:
+    """The matching core's command for a wire command (a contract model, or a decoded
+    ``streams.command_records`` record: they share their fields).
 
     Decimal strings stay strings (``PlaceRequest``/``AmendRequest``) so that the
     core parses them with the symbol's scales and an off-tick value becomes a
     sequenced reject like any other.
     """
-    if isinstance(command, PlaceOrder):
+    if command.cmd == "place":
         return PlaceRequest(
             order_id=command.order_id,
             user_id=command.user_id,
@@ -181,30 +204,30 @@ def to_core(command: _Command, rules: SymbolRules) -> CoreCommand:
             client_order_id=command.client_order_id,
             stp=command.stp_mode.value,
             post_only=command.post_only,
-            expire_at=utc_millis(command.expire_at) if command.expire_at else None,
+            expire_at=_millis(command.expire_at) if command.expire_at else None,
             risk_reject=command.risk_reject.code if command.risk_reject else None,
             risk_message=command.risk_reject.message if command.risk_reject else "",
         )
-    if isinstance(command, CancelOrder):
+    if command.cmd == "cancel":
         return Cancel(
             user_id=command.user_id,
             order_id=command.order_id,
             client_order_id=command.client_order_id,
         )
-    if isinstance(command, AmendOrder):
+    if command.cmd == "amend":
         return AmendRequest(
             order_id=command.order_id,
             user_id=command.user_id,
             quantity=command.quantity,
             price=command.price,
         )
-    if isinstance(command, MassCancel):
+    if command.cmd == "mass_cancel":
         return CoreMassCancel(user_id=command.user_id, side=command.side)
-    if isinstance(command, SymbolAdmin):
+    if command.cmd == "symbol_admin":
         reference = (
             rules.price_scale.parse(command.reference_price) if command.reference_price else None
         )
         return SetTradingState(state=command.trading_state, reference_price=reference)
-    if isinstance(command, TimeTick):
-        return CoreTimeTick(now=utc_millis(command.now))
+    if command.cmd == "time_tick":
+        return CoreTimeTick(now=_millis(command.now))
     raise TypeError(f"not a wire command: {type(command).__name__}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 from trade_engine.errors import TradeEngineError
 
 
@@ -17,6 +19,40 @@ class DecodeError(StreamsError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class InvalidCommandError(StreamsError):
+    """A command failed validation against the wire contract; nothing was sent.
+
+    The message names each offending field, e.g. ``quantity: String should match
+    pattern ... (got '1e5')``; ``field`` is the first one.
+    """
+
+    code = "VALIDATION_INVALID_COMMAND"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    @classmethod
+    def from_validation(
+        cls, exc: ValidationError, *, strip_tag: bool = False
+    ) -> InvalidCommandError:
+        parts: list[str] = []
+        first: str | None = None
+        for err in exc.errors()[:5]:
+            loc = [str(p) for p in err["loc"]]
+            if strip_tag and loc:
+                loc = loc[1:]  # the discriminator tag ("place", "cancel", ...)
+            where = ".".join(loc) or "<command>"
+            first = first or where
+            text = f"{where}: {err['msg']}"
+            if err["type"] not in ("missing", "extra_forbidden") and isinstance(
+                err.get("input"), str | int | bool
+            ):
+                text += f" (got {err['input']!r})"
+            parts.append(text)
+        return cls("; ".join(parts), first)
 
 
 class TopicAdminError(StreamsError):

@@ -12,7 +12,8 @@ encodes them: that is the reference encoding. The hot path
 and falls back to the reference for the others; a property test checks that
 the two give identical bytes. The pydantic models below are the documented
 contract and generate the JSON Schemas in ``streams/schemas/``; a test checks
-that the dicts agree with them.
+that the dicts agree with them. Consumers never parse these bytes themselves:
+``streams.execution_records`` is the topics' one decoder.
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-WRONG_PARTITION = "WRONG_PARTITION"
+from trade_engine.streams.codes import DeadLetterCode
+
+WRONG_PARTITION = DeadLetterCode.WRONG_PARTITION
 
 _SEED = 0x9747B28C
 _M = 0x5BD1E995

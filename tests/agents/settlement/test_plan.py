@@ -1,6 +1,6 @@
 """Settlement's pure parts: which wallet call each execution record needs, how a batch
 is cut into phases that keep each order's operations in log order, and the headers
-of a dead letter.
+of a dead letter (``streams.dead_letter``, with the redrive's ``keep_origin``).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from trade_engine.agents.settlement.plan import (
+    STAGE,
     BadRecordError,
     WalletOp,
-    dead_letter_headers,
     phases,
     plan,
 )
@@ -23,10 +23,13 @@ from trade_engine.connectors.wallet.models import (
     ReserveRequest,
     SettleTradeRequest,
 )
+from trade_engine.streams.codec import header
+from trade_engine.streams.dead_letter import dead_letter
 from trade_engine.streams.records import ConsumedRecord
 
+ENVELOPE = {"v": 1, "input": {"partition": 0, "offset": 3}, "at": "2026-12-03T10:00:00.000Z"}
 TRADE = {
-    "v": 1,
+    **ENVELOPE,
     "symbol": "BTC/USDT",
     "seq": 7,
     "kind": "TRADE",
@@ -34,19 +37,49 @@ TRADE = {
     "price": "50000.00",
     "quantity": "0.50000",
     "quote_quantity": "25000.0000000",
+    "taker_side": "BUY",
+    "taker_order_id": "b1",
+    "taker_user_id": "ub",
+    "maker_order_id": "s1",
+    "maker_user_id": "us",
+    "buyer_fee": "0.00050",
+    "seller_fee": "25.0000000",
+    "taker_remaining": "0.00000",
+    "maker_remaining": "0.50000",
     "buyer_order_id": "b1",
     "seller_order_id": "s1",
     "buyer_user_id": "ub",
     "seller_user_id": "us",
-    "buyer_fee": "0.00050",
-    "seller_fee": "25.0000000",
     "buyer_fee_asset": "BTC",
     "seller_fee_asset": "USDT",
+    "is_buyer_maker": False,
 }
+ENDED = {
+    "reason": "USER_CANCEL",
+    "filled": "0.00000",
+    "quote_filled": "0.0000000",
+    "cancelled": "0.25000",
+    "reserved": "12.5000000",
+}
+ACCEPTED = {
+    "order_id": "b1",
+    "user_id": "ub",
+    "side": "BUY",
+    "order_type": "LIMIT",
+    "tif": "GTC",
+    "price": "50000.00",
+    "quantity": "0.25000",
+    "stp": "NONE",
+    "post_only": False,
+    "reserved": "12500.0000000",
+    "status": "OPEN",
+}
+AMENDED = {"price": "1.00", "quantity": "1.00000", "remaining": "1.00000", "reserved": "1.00000"}
 
 
 def _raw(**fields: Any) -> bytes:
-    return json.dumps(fields).encode()
+    """An execution record: the envelope, then ``fields``."""
+    return json.dumps({**ENVELOPE, **fields}).encode()
 
 
 def test_plan_per_record_kind() -> None:
@@ -59,7 +92,7 @@ def test_plan_per_record_kind() -> None:
     assert (settle.request.base_asset, settle.request.quote_asset) == ("BTC", "USDT")
     assert settle.orders == ("b1", "s1")
 
-    ended = dict(symbol="BTC/USDT", order_id="b1", user_id="ub", status="CANCELLED")
+    ended = dict(symbol="BTC/USDT", order_id="b1", user_id="ub", status="CANCELLED", **ENDED)
     release = plan(_raw(kind="ORDER_ENDED", seq=9, release="12.5000000", side="BUY", **ended))
     assert release is not None
     assert isinstance(release.request, ReleaseRequest)
@@ -67,13 +100,28 @@ def test_plan_per_record_kind() -> None:
     assert release.request.key == "b1"
     assert plan(_raw(kind="ORDER_ENDED", seq=9, release="0.0000000", side="BUY", **ended)) is None
 
-    rejected = dict(symbol="BTC/USDT", order_id="s1", user_id="us", side="SELL")
+    rejected = dict(
+        symbol="BTC/USDT",
+        order_id="s1",
+        user_id="us",
+        side="SELL",
+        code="RISK_REJECTED",
+        message="no",
+    )
     op = plan(_raw(kind="REJECTED", seq=3, request="PLACE", release="0.10000", **rejected))
     assert op is not None
     assert (op.request.asset, op.request.order_id) == ("BTC", "s1")  # type: ignore[union-attr]
     assert plan(_raw(kind="REJECTED", seq=3, request="CANCEL", release="0", **rejected)) is None
 
-    amended = dict(symbol="BTC/USDT", order_id="s1", user_id="us", side="SELL", seq=11)
+    amended = dict(
+        symbol="BTC/USDT",
+        order_id="s1",
+        user_id="us",
+        side="SELL",
+        seq=11,
+        priority_kept=True,
+        **AMENDED,
+    )
     down = plan(_raw(kind="AMENDED", reserve_delta="-0.20000", **amended))
     assert down is not None
     assert isinstance(down.request, ReleaseRequest)
@@ -86,7 +134,7 @@ def test_plan_per_record_kind() -> None:
         Decimal("0.3"),
         "s1:amend:11",
     )
-    assert plan(_raw(kind="ACCEPTED", seq=1, symbol="BTC/USDT")) is None
+    assert plan(_raw(kind="ACCEPTED", seq=1, symbol="BTC/USDT", **ACCEPTED)) is None
 
 
 @pytest.mark.parametrize(
@@ -97,6 +145,29 @@ def test_plan_per_record_kind() -> None:
         b"[1]",
         _raw(kind="TRADE", symbol="BTC/USDT"),
         _raw(kind="ORDER_ENDED", release="1"),
+        _raw(kind="NOT_A_KIND", symbol="BTC/USDT", seq=1),
+        # A release whose side is unknown cannot name the held asset.
+        _raw(
+            kind="REJECTED",
+            symbol="BTC/USDT",
+            seq=2,
+            request="PLACE",
+            release="1.00",
+            order_id="o",
+            user_id="u",
+            code="RISK_REJECTED",
+            message="",
+        ),
+        _raw(
+            kind="ORDER_ENDED",
+            symbol="BTC/USDT",
+            seq=3,
+            order_id="o",
+            user_id="u",
+            status="CANCELLED",
+            side="BUY",
+            **{**ENDED, "release": "NaN"},
+        ),
     ],
 )
 def test_bad_records_are_named(value: bytes | None) -> None:
@@ -132,20 +203,28 @@ def test_phases_keep_each_orders_log_order() -> None:
     ]
 
 
-def test_dead_letter_headers_keep_the_origin() -> None:
+def test_dead_letters_keep_the_origin_and_count_redrives() -> None:
     record = ConsumedRecord("te.executions", 3, 42, 0, b"k", b"v", [("trace_id", b"t")])
-    headers = dead_letter_headers(record, "RESERVATION_NOT_FOUND", "settle: no hold")
-    assert headers["dlq.topic"] == b"te.executions"
-    assert (headers["dlq.partition"], headers["dlq.offset"]) == (b"3", b"42")
-    assert (headers["dlq.stage"], headers["dlq.redrives"], headers["trace_id"]) == (
-        b"settlement",
-        b"0",
-        b"t",
+    value, headers = dead_letter(
+        record, "RESERVATION_NOT_FOUND", "settle: no hold", stage=STAGE, keep_origin=True
     )
-    again = ConsumedRecord("te.dead-letter", 0, 5, 0, b"k", b"v", list(headers.items()))
-    second = dead_letter_headers(again, "RESERVATION_NOT_FOUND", "still")
-    assert (second["dlq.topic"], second["dlq.offset"], second["dlq.redrives"]) == (
-        b"te.executions",
-        b"42",
-        b"1",
-    )
+    assert value == b"v"
+    assert header(headers, "dlq.topic") == "te.executions"
+    assert (header(headers, "dlq.partition"), header(headers, "dlq.offset")) == ("3", "42")
+    assert (
+        header(headers, "dlq.stage"),
+        header(headers, "dlq.redrives"),
+        header(headers, "trace_id"),
+    ) == ("settlement", "0", "t")
+    again = ConsumedRecord("te.dead-letter", 0, 5, 0, b"k", b"v", headers)
+    _, second = dead_letter(again, "RESERVATION_NOT_FOUND", "still", stage=STAGE, keep_origin=True)
+    assert (
+        header(second, "dlq.topic"),
+        header(second, "dlq.offset"),
+        header(second, "dlq.redrives"),
+    ) == ("te.executions", "42", "1")
+    assert [name for name, _ in second].count("dlq.code") == 1
+    # Without keep_origin (the command stages), a forged origin is replaced by the position.
+    _, forged = dead_letter(again, "DECODE_INVALID", "bad", stage="matcher")
+    assert (header(forged, "dlq.topic"), header(forged, "dlq.offset")) == ("te.dead-letter", "5")
+    assert header(forged, "dlq.redrives") is None

@@ -12,17 +12,21 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from trade_engine.config import Settings, load_settings
 from trade_engine.connectors.gateway.app import GatewayRunner, create_app
-from trade_engine.connectors.gateway.auth import mint_token
+from trade_engine.connectors.gateway.auth import JwtAuthenticator, mint_token
+from trade_engine.connectors.gateway.context import AUTHENTICATOR, SETTINGS
+from trade_engine.connectors.gateway.protocol import setup_market_data
 from trade_engine.migrations.runner import migrate_schema
 from trade_engine.streams.topics import create_topics
 
@@ -133,6 +137,26 @@ async def gateway(gateway_env: Callable[..., tuple[str, str]]) -> AsyncIterator[
     await server.start_server()
     async with TestClient(server) as client:
         yield Gateway(settings, client, schema)
+
+
+@pytest.fixture
+def ws_settings(tmp_path: Path) -> Settings:
+    """Settings on a fresh two-partition topic prefix, for the WebSocket half."""
+    prefix = f"ws-{uuid.uuid4().hex[:8]}."
+    settings = load_settings(topics={"prefix": prefix, "partitions": 2}, state_dir=tmp_path)
+    create_topics(settings)
+    return settings
+
+
+@pytest.fixture
+async def ws_server(ws_settings: Settings) -> AsyncIterator[TestServer]:
+    """The gateway's market-data half alone (``setup_market_data``) with the real JWT check."""
+    app = web.Application()
+    app[SETTINGS] = ws_settings
+    app[AUTHENTICATOR] = JwtAuthenticator(ws_settings.gateway.auth)
+    setup_market_data(app)
+    async with TestServer(app) as server:
+        yield server
 
 
 LIMIT_ORDER = {

@@ -1,11 +1,12 @@
 """Market data from executions equals the core's own state, for random command streams.
 
 Each stream is applied to a ``MatchingEngine``; its records are turned into wire
-messages exactly as the matcher does (``execution_message``) and fed to the
-builders. After every command: the depth equals the engine's aggregated levels,
-update ids are gap-free, and a reader that follows the documented resync
-procedure from a snapshot taken at a random point holds the same book. Candles
-and tickers are compared with a naive fold over the trades.
+messages exactly as the matcher does (``execution_message``), decoded as the
+agent does (``decode_execution``) and fed to the builders. After every command:
+the depth equals the engine's aggregated levels, update ids are gap-free, and a
+reader that follows the documented resync procedure from a snapshot taken at a
+random point holds the same book. Candles and tickers are compared with a naive
+fold over the trades.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,7 +25,8 @@ from hypothesis import strategies as st
 from trade_engine.config import MarketSettings
 from trade_engine.connectors.loadgen import generate
 from trade_engine.streams.commands import to_core
-from trade_engine.streams.executions import execution_message
+from trade_engine.streams.execution_records import ExecutionRecord, decode_execution
+from trade_engine.streams.executions import dumps, execution_message
 from trade_engine.streams.market_data import MESSAGES
 from trade_engine.tables.market_data import (
     DepthSync,
@@ -80,7 +83,7 @@ class Run:
             msg = execution_message(record, self.rules, 0, self.offset, timestamp_ms)
             if msg["kind"] == "TRADE":
                 self.trades.append(msg)
-            self.outputs.extend(self.md.apply(msg))
+            self.outputs.extend(self.md.apply(decode_execution(dumps(msg))))
         self.outputs.extend(self.md.flush())
 
     def engine_levels(self, side: Side) -> list[tuple[int, int]]:
@@ -306,8 +309,8 @@ def test_ticker_window_rolls_after_a_day() -> None:
 def test_records_are_idempotent_and_gaps_are_errors() -> None:
     engine = MatchingEngine(RULES)
     md = SymbolMarketData(RULES, snapshot_every=0)
-    msgs = [
-        execution_message(r, RULES, 0, i, T0)
+    msgs: list[ExecutionRecord] = [
+        decode_execution(dumps(execution_message(r, RULES, 0, i, T0)))
         for i, cmd in enumerate(
             [
                 Place("a", "u1", Side.SELL, OrderType.LIMIT, 5, 100),
@@ -322,12 +325,12 @@ def test_records_are_idempotent_and_gaps_are_errors() -> None:
         md.apply(msg)
     md.flush()
     assert md.depth.levels("SELL") == [(100, 3)]
-    later = {**msgs[-1], "seq": md.seq + 2}
+    later = msgspec.structs.replace(msgs[-1], seq=md.seq + 2)
     with pytest.raises(MarketDataError) as info:
         md.apply(later)
     assert info.value.code == "MD_SEQ_GAP"
     with pytest.raises(MarketDataError) as bad:
-        md.apply({**msgs[0], "seq": md.seq + 1, "price": "1e9"})
+        md.apply(msgspec.structs.replace(msgs[0], seq=md.seq + 1, price=Decimal("0.3")))
     assert bad.value.code == "MD_BAD_RECORD"
     assert md.depth.levels("SELL") == [(100, 3)]
 

@@ -7,22 +7,21 @@ pipeline's records byte for byte.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from trade_engine.streams.codec import Headers, decode_command, header
+from trade_engine.streams.codec import Headers
+from trade_engine.streams.codes import DeadLetterCode
+from trade_engine.streams.command_records import decode_command_record
 from trade_engine.streams.commands import to_core
-from trade_engine.streams.dead_letter import dead_letter_headers, dead_letter_value
+from trade_engine.streams.dead_letter import dead_letter
 from trade_engine.streams.exceptions import DecodeError
 from trade_engine.streams.executions import InputTail, encode_execution
 from trade_engine.streams.partitioning import wrong_partition
 from trade_engine.streams.records import ConsumedRecord
 from trade_engine.tables.durable import PartitionBooks
 from trade_engine.tables.matching.exceptions import MatchingError
-
-log = logging.getLogger(__name__)
 
 EXECUTIONS, TRADES, DEAD_LETTER = "executions", "trades", "dead_letter"
 STAGE = "matcher"
@@ -74,10 +73,15 @@ def match_record(
     """
     if poisoned:
         return [
-            _dead_letter(record, "ENGINE_ERROR", "the matching core failed on this input", counters)
+            _dead_letter(
+                record,
+                DeadLetterCode.ENGINE_ERROR,
+                "the matching core failed on this input",
+                counters,
+            )
         ]
     try:
-        command = decode_command(record.value)
+        command = decode_command_record(record.value)
     except DecodeError as exc:
         return [_dead_letter(record, exc.code, str(exc), counters)]
     symbol = command.symbol
@@ -86,12 +90,16 @@ def match_record(
         return [_dead_letter(record, *misplaced, counters)]
     engine = books.engine(symbol)
     if engine is None:
-        return [_dead_letter(record, "UNKNOWN_SYMBOL", f"{symbol} is not configured", counters)]
+        return [
+            _dead_letter(
+                record, DeadLetterCode.UNKNOWN_SYMBOL, f"{symbol} is not configured", counters
+            )
+        ]
     rules = engine.rules
     try:
         core_command = to_core(command, rules)
     except MatchingError as exc:
-        return [_dead_letter(record, "DECODE_INVALID", str(exc), counters)]
+        return [_dead_letter(record, DeadLetterCode.DECODE_INVALID, str(exc), counters)]
     try:
         records = engine.apply(core_command)
     except Exception as exc:
@@ -128,7 +136,7 @@ def _misplaced(
 ) -> tuple[str, str] | None:
     """The record is keyed by another symbol, or sits on a partition its key does not map to."""
     if record.key is None or record.key != symbol.encode():
-        return "KEY_SYMBOL_MISMATCH", f"key {record.key!r} != {symbol}"
+        return DeadLetterCode.KEY_SYMBOL_MISMATCH, f"key {record.key!r} != {symbol}"
     if partitions is None:
         return None
     return wrong_partition(record.key, record.partition, partitions)
@@ -140,27 +148,5 @@ _TAIL = InputTail()
 
 def _dead_letter(record: ConsumedRecord, code: str, reason: str, counters: StageCounters) -> Output:
     counters.dead_letters[code] += 1
-    log.warning(
-        "input dead-lettered",
-        extra={
-            "stage": STAGE,
-            "topic": record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
-            "code": code,
-            "reason": reason,
-            "trace_id": header(record.headers, "trace_id"),
-        },
-    )
-    value, cut = dead_letter_value(record.value)
-    headers = dead_letter_headers(
-        record.headers,
-        code=code,
-        reason=reason,
-        stage=STAGE,
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        extra=cut,
-    )
+    value, headers = dead_letter(record, code, reason, stage=STAGE)
     return Output(DEAD_LETTER, record.key, value, headers)

@@ -7,11 +7,10 @@ operations in log order (see the package docstring).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from decimal import Decimal
+from typing import Literal
 
 from pydantic import ValidationError
 
@@ -20,13 +19,24 @@ from trade_engine.connectors.wallet.models import (
     ReserveRequest,
     SettleTradeRequest,
 )
-from trade_engine.streams.records import ConsumedRecord
+from trade_engine.streams.codes import DeadLetterCode
+from trade_engine.streams.exceptions import DecodeError
+from trade_engine.streams.execution_records import (
+    AmendedExecution,
+    ExecutionRecord,
+    OrderEndedExecution,
+    RejectedExecution,
+    TradeExecution,
+    decode_execution,
+)
+from trade_engine.tables.matching.enums import RequestKind, Side
 
 STAGE = "settlement"
-BAD_RECORD = "SETTLEMENT_BAD_RECORD"
+BAD_RECORD = DeadLetterCode.SETTLEMENT_BAD_RECORD
 
 Kind = Literal["reserve", "settle", "release"]
 WalletRequest = ReserveRequest | ReleaseRequest | SettleTradeRequest
+Holding = OrderEndedExecution | RejectedExecution | AmendedExecution
 
 
 class BadRecordError(ValueError):
@@ -43,77 +53,65 @@ class WalletOp:
 # ----------------------------------------------------------------- planning (pure)
 
 
-def _amount(value: Any) -> Decimal:
-    if not isinstance(value, str):
-        raise BadRecordError(f"amount {value!r} is not a decimal string")
-    try:
-        return Decimal(value)
-    except InvalidOperation:
-        raise BadRecordError(f"amount {value!r} is not a decimal") from None
-
-
-def _plain(value: Decimal) -> str:
-    text = format(value, "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def _hold_asset(symbol: str, side: Any) -> str:
+def _hold_asset(symbol: str, side: Side | None) -> str:
     base, _, quote = symbol.partition("/")
-    if side == "BUY":
+    if side is Side.BUY:
         return quote
-    if side == "SELL":
+    if side is Side.SELL:
         return base
     raise BadRecordError(f"a hold needs the order's side, got {side!r}")
 
 
-def _release(msg: dict[str, Any], amount: Decimal, reason: str, key: str | None) -> WalletOp:
-    order_id = msg["order_id"]
+def _release(record: Holding, amount: Decimal, reason: str, key: str | None) -> WalletOp:
+    order_id, user_id = record.order_id, record.user_id
+    if order_id is None or user_id is None:
+        raise BadRecordError(f"{record.kind}: a release needs the order and user ids")
     request = ReleaseRequest(
-        user_id=msg["user_id"],
-        asset=_hold_asset(msg["symbol"], msg.get("side")),
+        user_id=user_id,
+        asset=_hold_asset(record.symbol, record.side),
         order_id=order_id,
-        amount=_plain(amount),  # type: ignore[arg-type]
+        amount=amount,
         reason=reason,
         idempotency_key=key,
     )
     return WalletOp("release", request, (order_id,))
 
 
-def _settle(msg: dict[str, Any]) -> WalletOp:
-    base, _, quote = msg["symbol"].partition("/")
+def _settle(trade: TradeExecution) -> WalletOp:
+    base, _, quote = trade.symbol.partition("/")
     request = SettleTradeRequest(
-        trade_id=msg["trade_id"],
-        symbol=msg["symbol"],
-        buyer_user_id=msg["buyer_user_id"],
-        seller_user_id=msg["seller_user_id"],
-        buyer_order_id=msg["buyer_order_id"],
-        seller_order_id=msg["seller_order_id"],
+        trade_id=trade.trade_id,
+        symbol=trade.symbol,
+        buyer_user_id=trade.buyer_user_id,
+        seller_user_id=trade.seller_user_id,
+        buyer_order_id=trade.buyer_order_id,
+        seller_order_id=trade.seller_order_id,
         base_asset=base,
         quote_asset=quote,
-        quantity=msg["quantity"],
-        price=msg["price"],
-        quote_quantity=msg["quote_quantity"],
-        buyer_fee=msg["buyer_fee"],
-        seller_fee=msg["seller_fee"],
-        buyer_fee_asset=msg.get("buyer_fee_asset", base),
-        seller_fee_asset=msg.get("seller_fee_asset", quote),
+        quantity=trade.quantity,
+        price=trade.price,
+        quote_quantity=trade.quote_quantity,
+        buyer_fee=trade.buyer_fee,
+        seller_fee=trade.seller_fee,
+        buyer_fee_asset=trade.buyer_fee_asset,
+        seller_fee_asset=trade.seller_fee_asset,
     )
-    return WalletOp("settle", request, (msg["buyer_order_id"], msg["seller_order_id"]))
+    return WalletOp("settle", request, (trade.buyer_order_id, trade.seller_order_id))
 
 
-def _amended(msg: dict[str, Any]) -> WalletOp | None:
-    delta = _amount(msg.get("reserve_delta", "0"))
-    order_id, seq = msg["order_id"], msg["seq"]
+def _amended(amend: AmendedExecution) -> WalletOp | None:
+    delta = amend.reserve_delta
+    order_id, seq = amend.order_id, amend.seq
     if delta < 0:
-        return _release(msg, -delta, "AMEND_DECREASE", f"{order_id}:{seq}")
+        return _release(amend, -delta, "AMEND_DECREASE", f"{order_id}:{seq}")
     if delta > 0:
         # The matcher now refuses amends that need a larger hold
         # (MATCHING_AMEND_EXCEEDS_HOLD); records written before that rule are
         # still topped up here when replayed (docs/money-flow.md).
         request = ReserveRequest(
-            user_id=msg["user_id"],
-            asset=_hold_asset(msg["symbol"], msg.get("side")),
-            amount=_plain(delta),  # type: ignore[arg-type]
+            user_id=amend.user_id,
+            asset=_hold_asset(amend.symbol, amend.side),
+            amount=delta,
             order_id=order_id,
             reason="AMEND_INCREASE",
             idempotency_key=f"{order_id}:amend:{seq}",
@@ -122,46 +120,44 @@ def _amended(msg: dict[str, Any]) -> WalletOp | None:
     return None
 
 
-def plan(value: bytes | None) -> WalletOp | None:  # noqa: PLR0911
+def plan(value: bytes | None) -> WalletOp | None:
     """The wallet operation one ``te.executions`` record needs; None when it needs none.
 
     Raises ``BadRecordError`` for a record that cannot be turned into a valid request.
     """
-    if value is None:
-        raise BadRecordError("record has no value")
     try:
-        msg = json.loads(value)
-    except ValueError as exc:
-        raise BadRecordError(f"not JSON: {exc}") from None
-    if not isinstance(msg, dict):
-        raise BadRecordError("not a JSON object")
-    kind = msg.get("kind")
+        record = decode_execution(value)
+    except DecodeError as exc:
+        raise BadRecordError(str(exc)) from None
     try:
-        if kind == "TRADE":
-            return _settle(msg)
-        if kind == "ORDER_ENDED":
-            release = _amount(msg.get("release", "0"))
-            if release <= 0:
-                return None
-            return _release(msg, release, f"ORDER_{msg.get('status', 'ENDED')}"[:64], None)
-        if kind == "REJECTED" and msg.get("request") == "PLACE":
-            release = _amount(msg.get("release", "0"))
-            if release <= 0:
-                return None
-            return _release(msg, release, "ORDER_REJECTED", None)
-        if kind == "AMENDED":
-            return _amended(msg)
-    except BadRecordError:
-        raise
+        return _plan(record)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '<request>'}: {e['msg']}"
             for e in exc.errors()[:3]
         )
-        raise BadRecordError(f"{kind}: invalid wallet request: {problems}") from None
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise BadRecordError(f"{kind}: missing or malformed field {exc}") from None
+        raise BadRecordError(f"{record.kind}: invalid wallet request: {problems}") from None
+    except ArithmeticError as exc:  # a NaN amount cannot be compared
+        raise BadRecordError(f"{record.kind}: amount is not a number: {exc!r}") from None
+
+
+def _plan(record: ExecutionRecord) -> WalletOp | None:
+    if isinstance(record, TradeExecution):
+        return _settle(record)
+    if isinstance(record, OrderEndedExecution):
+        return _release_rest(record, f"ORDER_{record.status}"[:64])
+    if isinstance(record, RejectedExecution) and record.request is RequestKind.PLACE:
+        return _release_rest(record, "ORDER_REJECTED")
+    if isinstance(record, AmendedExecution):
+        return _amended(record)
     return None
+
+
+def _release_rest(record: OrderEndedExecution | RejectedExecution, reason: str) -> WalletOp | None:
+    """The release of what an ended or refused order still holds, if anything."""
+    if record.release <= 0:
+        return None
+    return _release(record, record.release, reason, None)
 
 
 def phases(items: Sequence[tuple[int, WalletOp]]) -> list[tuple[Kind, list[tuple[int, WalletOp]]]]:
@@ -187,33 +183,3 @@ def phases(items: Sequence[tuple[int, WalletOp]]) -> list[tuple[Kind, list[tuple
         for order in op.orders:
             last[order] = chosen
     return out
-
-
-def header_dict(headers: Any) -> dict[str, bytes]:
-    out: dict[str, bytes] = {}
-    for key, value in headers or []:
-        if value is None:
-            continue
-        out[key] = value if isinstance(value, bytes) else str(value).encode()
-    return out
-
-
-def dead_letter_headers(record: ConsumedRecord, code: str, reason: str) -> dict[str, bytes]:
-    """The record's headers plus ``dlq.*``; a re-dead-lettered record keeps its origin."""
-    headers = header_dict(record.headers)
-    redrives = 0
-    if "dlq.topic" in headers:  # it came from the dead-letter topic (a redrive)
-        redrives = int(headers.get("dlq.redrives", b"0") or b"0") + 1
-    else:
-        headers["dlq.topic"] = record.topic.encode()
-        headers["dlq.partition"] = str(record.partition).encode()
-        headers["dlq.offset"] = str(record.offset).encode()
-    headers.update(
-        {
-            "dlq.code": code.encode(),
-            "dlq.reason": reason.encode()[:1000],
-            "dlq.stage": STAGE.encode(),
-            "dlq.redrives": str(redrives).encode(),
-        }
-    )
-    return headers

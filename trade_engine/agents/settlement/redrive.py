@@ -11,11 +11,12 @@ from confluent_kafka import Consumer, TopicPartition
 
 from trade_engine.agents.settlement.effects import Settler
 from trade_engine.agents.settlement.metrics import REDRIVEN
-from trade_engine.agents.settlement.plan import STAGE, header_dict
+from trade_engine.agents.settlement.plan import STAGE
 from trade_engine.agents.settlement.worker import publish_dead_letters
 from trade_engine.config import Settings
 from trade_engine.connectors.wallet.client import stage_client
 from trade_engine.streams import clients
+from trade_engine.streams.codec import header
 from trade_engine.streams.records import ConsumedRecord
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,11 @@ class RedriveReport:
 
 
 def _stage_of(record: ConsumedRecord) -> str | None:
-    value = header_dict(record.headers).get("dlq.stage")
-    return value.decode() if value is not None else None
+    return header(record.headers, "dlq.stage")
+
+
+def _dlq(record: ConsumedRecord, name: str) -> str:
+    return header(record.headers, f"dlq.{name}") or ""
 
 
 async def redrive(
@@ -81,16 +85,14 @@ async def redrive(
         report.other_stages = len(records) - len(mine)
         if dry_run:
             for record in mine:
-                headers = header_dict(record.headers)
+                origin = f"{_dlq(record, 'topic')}[{_dlq(record, 'partition')}]"
                 print(
                     json.dumps(
                         {
                             "offset": record.offset,
                             "partition": record.partition,
-                            "code": headers.get("dlq.code", b"").decode(),
-                            "origin": f"{headers.get('dlq.topic', b'').decode()}"
-                            f"[{headers.get('dlq.partition', b'').decode()}]"
-                            f"@{headers.get('dlq.offset', b'').decode()}",
+                            "code": _dlq(record, "code"),
+                            "origin": f"{origin}@{_dlq(record, 'offset')}",
                         }
                     )
                 )

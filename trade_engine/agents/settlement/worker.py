@@ -19,10 +19,11 @@ from confluent_kafka import Message, Producer
 from trade_engine import metrics
 from trade_engine.agents.settlement.effects import Settler
 from trade_engine.agents.settlement.metrics import BATCH_SECONDS, DEAD_LETTERS
-from trade_engine.agents.settlement.plan import STAGE, dead_letter_headers
+from trade_engine.agents.settlement.plan import STAGE
 from trade_engine.config import Settings
 from trade_engine.connectors.wallet.client import stage_client
 from trade_engine.streams import clients
+from trade_engine.streams.dead_letter import dead_letter
 from trade_engine.streams.records import ConsumedRecord
 from trade_engine.streams.runtime import AtLeastOnceWorker
 
@@ -32,16 +33,14 @@ log = logging.getLogger(__name__)
 def publish_dead_letters(
     producer: Producer, topic: str, dead: Sequence[tuple[ConsumedRecord, str, str]]
 ) -> None:
-    """Send and flush; raises when the broker did not take every record (nothing is committed)."""
+    """Send and flush; raises when the broker did not take every record (nothing is committed).
+
+    A record re-driven from the dead-letter topic keeps its origin (``keep_origin``)."""
     for record, code, reason in dead:
         DEAD_LETTERS.labels(code).inc()
         metrics.DEAD_LETTERS.labels(STAGE, code).inc()
-        producer.produce(
-            topic,
-            key=record.key,
-            value=record.value,
-            headers=list(dead_letter_headers(record, code, reason).items()),
-        )
+        value, headers = dead_letter(record, code, reason, stage=STAGE, keep_origin=True)
+        producer.produce(topic, key=record.key, value=value, headers=headers)
         producer.poll(0)
     if dead and producer.flush(60):
         raise RuntimeError("dead-letter records were not delivered; not committing offsets")

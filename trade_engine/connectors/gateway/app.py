@@ -56,6 +56,7 @@ from trade_engine.connectors.gateway.exceptions import (
 )
 from trade_engine.connectors.gateway.openapi import build_openapi
 from trade_engine.connectors.gateway.producer import CommandProducer
+from trade_engine.connectors.gateway.protocol import setup_market_data
 from trade_engine.connectors.gateway.public import GATEWAY_STATUS, GatewayStatus
 from trade_engine.connectors.gateway.ratelimit import (
     Limit,
@@ -65,7 +66,6 @@ from trade_engine.connectors.gateway.ratelimit import (
 )
 from trade_engine.connectors.gateway.routes import ROUTES, RouteSpec
 from trade_engine.connectors.gateway.store import LocalOrderStore, OrderStore, RedisOrderStore
-from trade_engine.connectors.gateway.websocket import setup_market_data
 from trade_engine.connectors.wallet.client import WalletClient
 from trade_engine.tables.symbols import rules_for
 

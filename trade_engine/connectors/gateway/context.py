@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiohttp import web
 
 from trade_engine.config import Settings
+from trade_engine.streams.execution_records import AcceptedExecution, RejectedExecution
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +36,11 @@ class ExecutionFeed(Protocol):
     the private WebSocket channel subscribes to one user's records.
     """
 
-    async def first_execution(self, order_id: str, timeout_s: float) -> dict[str, Any] | None:
-        """The first execution record of ``order_id``, or None after ``timeout_s``."""
+    async def first_execution(
+        self, order_id: str, timeout_s: float
+    ) -> AcceptedExecution | RejectedExecution | None:
+        """The first execution record of ``order_id`` (its ACCEPTED or REJECTED), or None
+        after ``timeout_s``."""
         ...
 
 

@@ -23,7 +23,6 @@ from typing import Any
 
 from aiohttp import web
 
-from trade_engine.connectors.exceptions import InvalidCommandError
 from trade_engine.connectors.gateway import metrics
 from trade_engine.connectors.gateway.common import (
     DB_UNAVAILABLE,
@@ -61,7 +60,8 @@ from trade_engine.connectors.gateway.models import (
     SymbolQuery,
 )
 from trade_engine.connectors.gateway.store import OrderRecord, fingerprint
-from trade_engine.connectors.producer import (
+from trade_engine.sinks.read_model import Order, Repository, decode_cursor
+from trade_engine.streams.command_builders import (
     CommandModel,
     build_amend,
     build_cancel,
@@ -69,8 +69,9 @@ from trade_engine.connectors.producer import (
     build_place,
     new_order_id,
 )
-from trade_engine.sinks.read_model import Order, Repository, decode_cursor
 from trade_engine.streams.commands import PlaceOrder, to_core
+from trade_engine.streams.exceptions import InvalidCommandError
+from trade_engine.streams.execution_records import AcceptedExecution, RejectedExecution
 from trade_engine.tables.matching.checks import parse_place, static_problem
 from trade_engine.tables.matching.commands import PlaceRequest
 from trade_engine.tables.matching.enums import OrderType, TimeInForce
@@ -317,16 +318,17 @@ def _pending_response(command: PlaceOrder, now: datetime) -> dict[str, Any]:
     return response.model_dump(mode="json")
 
 
-def _apply_first(response: dict[str, Any], first: dict[str, Any]) -> dict[str, Any]:
+def _apply_first(
+    response: dict[str, Any], first: AcceptedExecution | RejectedExecution
+) -> dict[str, Any]:
     """The status the engine's first answer gives the order."""
-    kind = first.get("kind")
     out = dict(response)
-    if kind == "REJECTED":
+    if isinstance(first, RejectedExecution):
         out["status"] = "REJECTED"
-        out["reject_code"] = first.get("code")
-        out["reject_reason"] = first.get("message")
-    elif kind in ("ACCEPTED", "ORDER_ENDED") and first.get("status") in _ANSWER_STATUSES:
-        out["status"] = first["status"]
+        out["reject_code"] = first.code.value
+        out["reject_reason"] = first.message
+    elif first.status in _ANSWER_STATUSES:
+        out["status"] = first.status.value
     return out
 
 

@@ -26,8 +26,9 @@ from confluent_kafka import KafkaError, KafkaException, Message
 from trade_engine.config import Settings
 from trade_engine.connectors.gateway import metrics
 from trade_engine.connectors.gateway.exceptions import UnavailableError
-from trade_engine.connectors.producer import CommandModel, Delivery
+from trade_engine.connectors.producer import Delivery
 from trade_engine.streams import clients, codec
+from trade_engine.streams.command_builders import CommandModel
 
 log = logging.getLogger(__name__)
 

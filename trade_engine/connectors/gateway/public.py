@@ -25,7 +25,7 @@ from trade_engine.connectors.gateway.models import (
     SymbolList,
     SymbolQuery,
 )
-from trade_engine.connectors.producer import build_symbol_admin
+from trade_engine.streams.command_builders import build_symbol_admin
 from trade_engine.tables.matching.enums import OrderType, TimeInForce
 from trade_engine.tables.matching.exceptions import NumberFormatError
 

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from trade_engine.connectors.gateway import account, orders, public, websocket
+from trade_engine.connectors.gateway import account, feeds, orders, protocol, public, snapshots
 from trade_engine.connectors.gateway.context import Principal
 from trade_engine.connectors.gateway.exceptions import BadRequestError, UnavailableError
 from trade_engine.connectors.gateway.models import (
@@ -82,7 +82,7 @@ def _market_data(
     (``create_app(..., market_data=False)`` leaves it out: a 503, never a 500)."""
 
     async def handle(request: web.Request, principal: Principal | None) -> web.StreamResponse:
-        if websocket.MARKET not in request.app:
+        if feeds.MARKET not in request.app:
             raise UnavailableError(
                 "market data is not running on this gateway", code="MARKET_DATA_UNAVAILABLE"
             )
@@ -97,7 +97,7 @@ async def _websocket(request: web.Request) -> web.StreamResponse:
             "this endpoint is a WebSocket: send GET with Upgrade: websocket",
             code="WS_UPGRADE_REQUIRED",
         )
-    return await websocket.websocket(request)
+    return await protocol.websocket(request)
 
 
 # Fixed paths before parameterised ones: aiohttp resolves in registration order.
@@ -243,7 +243,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec(
         "GET",
         f"{API}/depth/{{symbol}}",
-        _market_data(websocket.depth_snapshot),
+        _market_data(snapshots.depth_snapshot),
         "getDepth",
         "Order book snapshot of a symbol, with the lastUpdateId that depth diffs follow",
         "market",
@@ -252,14 +252,14 @@ ROUTES: tuple[RouteSpec, ...] = (
         response=DepthSnapshot,
         errors=(400, 429, 503),
         path_params=_SYMBOL,
-        router_path=f"{API}/depth/{websocket.SYMBOL_PARAM}",
+        router_path=f"{API}/depth/{snapshots.SYMBOL_PARAM}",
         description=f"`BTC-USDT` or `BTC_USDT`. 503 `MARKET_DATA_NOT_READY` until the "
         f"gateway's book is synced. {_MARKET_DATA} describes keeping a local book.",
     ),
     RouteSpec(
         "GET",
         f"{API}/candles/{{symbol}}",
-        _market_data(websocket.candles),
+        _market_data(snapshots.candles),
         "getCandles",
         "The latest one-minute candles of a symbol",
         "market",
@@ -268,12 +268,12 @@ ROUTES: tuple[RouteSpec, ...] = (
         response=CandleList,
         errors=(400, 429, 503),
         path_params=_SYMBOL,
-        router_path=f"{API}/candles/{websocket.SYMBOL_PARAM}",
+        router_path=f"{API}/candles/{snapshots.SYMBOL_PARAM}",
     ),
     RouteSpec(
         "GET",
         f"{API}/ticker/{{symbol}}",
-        _market_data(websocket.ticker),
+        _market_data(snapshots.ticker),
         "getTicker",
         "Rolling 24-hour ticker of a symbol",
         "market",
@@ -281,7 +281,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         response=Ticker,
         errors=(400, 404, 429, 503),
         path_params=_SYMBOL,
-        router_path=f"{API}/ticker/{websocket.SYMBOL_PARAM}",
+        router_path=f"{API}/ticker/{snapshots.SYMBOL_PARAM}",
         description="404 `NOT_FOUND` until the symbol has traded.",
     ),
     RouteSpec(

@@ -1,7 +1,8 @@
 """Market data built from the execution log: L2 depth, 1-minute candles, 24 h tickers.
 
 Pure and deterministic like the matching core: the input is the sequence of
-``te.executions`` messages of one symbol (decoded JSON), the clock is the
+``te.executions`` records of one symbol (decoded by ``streams.execution_records``,
+read by attribute: this package sits below streams), the clock is the
 records' own ``at`` (never the wall clock), and every output is a function of
 that sequence. Nothing here imports Kafka, the gateway or a database; the
 ``market-data`` agent and the gateway's feed are the adapters around it.

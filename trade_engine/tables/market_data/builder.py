@@ -1,9 +1,10 @@
 """One symbol's depth, candles and ticker behind ``apply``/``flush``, and their wire messages.
 
-``SymbolMarketData.apply(msg)`` takes the symbol's execution messages in
-``seq`` order. Records of one input (same ``input`` partition and offset) form
-one group; a group's outputs are produced when the next group starts or when
-``flush`` is called (the agent flushes when it has read everything available;
+``SymbolMarketData.apply(record)`` takes the symbol's decoded execution
+records (``streams.execution_records``, read by attribute) in ``seq`` order.
+Records of one input (same ``input`` partition and offset) form one group; a
+group's outputs are produced when the next group starts or when ``flush`` is
+called (the agent flushes when it has read everything available;
 the matcher commits all records of an input in one transaction, so a group is
 never seen in part). Per group with an effect:
 
@@ -23,7 +24,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, NamedTuple
 
 from trade_engine.tables.market_data.candles import MINUTE_MS, Candle, CandleSeries, iso, minute_of
-from trade_engine.tables.market_data.depth import BUY, SELL, DepthBook, Level
+from trade_engine.tables.market_data.depth import BUY, SELL, DepthBook, Level, Record, units
 from trade_engine.tables.market_data.exceptions import MarketDataError
 from trade_engine.tables.market_data.ticker import RollingTicker
 from trade_engine.tables.matching.exceptions import MatchingError
@@ -65,38 +66,38 @@ class SymbolMarketData:
     def seq(self) -> int:
         return self.depth.seq
 
-    def apply(self, msg: dict[str, Any]) -> list[Output]:
-        """Apply one execution message; returns the previous group's outputs if it ended."""
+    def apply(self, msg: Record) -> list[Output]:
+        """Apply one execution record; returns the previous group's outputs if it ended."""
         out: list[Output] = []
-        group = msg.get("input")
+        group = msg.input
         if self._pending and group != self._group:
             out = self.flush()
-        trade = self._parse_trade(msg) if msg.get("kind") == "TRADE" else None
+        trade = self._parse_trade(msg) if msg.kind == "TRADE" else None
         if not self.depth.apply(msg):
             return out  # already applied (a replayed record)
         self._group = group
         self._pending = True
-        self._at = msg.get("at", self._at)
+        self._at = msg.at
         if trade is not None:
-            closed = self.candles.trade(msg["seq"], *trade)
+            closed = self.candles.trade(msg.seq, *trade)
             if closed is not None:
                 self.ticker.close(closed)
             self._traded = True
         return out
 
-    def _parse_trade(self, msg: dict[str, Any]) -> tuple[int, int, int, int]:
+    def _parse_trade(self, msg: Record) -> tuple[int, int, int, int]:
         """(minute, price, quantity, quote) of a TRADE, before anything changes."""
         r = self.rules
         try:
             return (
-                minute_of(msg["at"]),
-                r.price_scale.parse(msg["price"]),
-                r.qty_scale.parse(msg["quantity"]),
-                r.quote_scale.parse(msg["quote_quantity"]),
+                minute_of(msg.at),
+                units(r.price_scale, msg.price),
+                units(r.qty_scale, msg.quantity),
+                units(r.quote_scale, msg.quote_quantity),
             )
         except (KeyError, TypeError, ValueError, MatchingError) as exc:
             raise MarketDataError(
-                "MD_BAD_RECORD", f"{self.symbol} seq {msg.get('seq')} TRADE: {exc!r}"
+                "MD_BAD_RECORD", f"{self.symbol} seq {msg.seq} TRADE: {exc!r}"
             ) from None
 
     def flush(self) -> list[Output]:
@@ -236,10 +237,10 @@ class MarketDataBuilder:
             )
         return book
 
-    def apply(self, msg: dict[str, Any]) -> list[Output]:
-        """Apply one decoded execution message; ``MarketDataError`` for an unusable one."""
-        symbol = msg.get("symbol")
-        book = self.get(symbol) if isinstance(symbol, str) else None
+    def apply(self, msg: Record) -> list[Output]:
+        """Apply one decoded execution record; ``MarketDataError`` for an unusable one."""
+        symbol = msg.symbol
+        book = self.get(symbol)
         if book is None:
             raise MarketDataError("MD_UNKNOWN_SYMBOL", f"symbol {symbol!r} is not configured")
         return book.apply(msg)
@@ -279,16 +280,16 @@ class PartitionMarketData:
     def safe_position(self) -> int:
         return self.position if self._group_start is None else self._group_start
 
-    def apply(self, offset: int, msg: dict[str, Any]) -> list[Output]:
+    def apply(self, offset: int, msg: Record) -> list[Output]:
         """One record at ``offset``; ``MarketDataError`` leaves the position past it."""
         out: list[Output] = []
-        group = msg.get("input") if isinstance(msg, dict) else None
+        group = msg.input
         if self._group_start is not None and group != self._group:
             out = self._flush_group()
         self.position = offset + 1
         out.extend(self.builder.apply(msg))
         if self._group_start is None:
-            self._group, self._group_symbol, self._group_start = group, msg["symbol"], offset
+            self._group, self._group_symbol, self._group_start = group, msg.symbol, offset
         return out
 
     def _flush_group(self) -> list[Output]:

@@ -29,15 +29,25 @@ execution ``seq``: gap-free per symbol and identical on every replay.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from trade_engine.tables.market_data.exceptions import MarketDataError
 from trade_engine.tables.matching.exceptions import MatchingError
+from trade_engine.tables.matching.numbers import Scale
 from trade_engine.tables.matching.rules import SymbolRules
 
 BUY, SELL = "BUY", "SELL"
 _RESTING_TIF = frozenset({"GTC", "DAY", "GTD"})
 Level = tuple[int, int]  # (price ticks, quantity lots)
+# A decoded ``te.executions`` record (``streams.execution_records``; this pure
+# package sits below streams, so it reads the record by attribute, per ``kind``).
+Record = Any
+
+
+def units(scale: Scale, amount: Decimal) -> int:
+    """Exact units of a record's amount; off the unit (or not a plain number) raises."""
+    return scale.parse(format(amount, "f"))
 
 
 @dataclass(slots=True)
@@ -67,14 +77,12 @@ class DepthBook:
 
     # ------------------------------------------------------------------ input
 
-    def apply(self, msg: dict[str, Any]) -> bool:
-        """Apply one execution message; False for a record already applied (a replay).
+    def apply(self, msg: Record) -> bool:
+        """Apply one execution record; False for a record already applied (a replay).
 
         Raises ``MarketDataError`` on a gap in ``seq`` or a malformed record.
         """
-        seq = msg.get("seq")
-        if not isinstance(seq, int) or isinstance(seq, bool):
-            raise MarketDataError("MD_BAD_RECORD", f"seq {seq!r} is not an integer")
+        seq = msg.seq
         if seq <= self.seq:
             return False
         if seq != self.seq + 1:
@@ -85,68 +93,68 @@ class DepthBook:
             self._apply(msg)
         except (KeyError, TypeError, ValueError, MatchingError) as exc:
             raise MarketDataError(
-                "MD_BAD_RECORD", f"{self.rules.symbol} seq {seq} {msg.get('kind')}: {exc!r}"
+                "MD_BAD_RECORD", f"{self.rules.symbol} seq {seq} {msg.kind}: {exc!r}"
             ) from None
         self.seq = seq
         return True
 
-    def _apply(self, msg: dict[str, Any]) -> None:
-        kind = msg["kind"]
+    def _apply(self, msg: Record) -> None:
+        kind = msg.kind
         # Every field is parsed before anything changes: a bad record changes nothing.
         if kind == "TRADE":
-            maker, taker = self._qty(msg["maker_remaining"]), self._qty(msg["taker_remaining"])
-            self._shrink_to(msg["maker_order_id"], maker)
-            self._shrink_to(msg["taker_order_id"], taker)
+            maker, taker = self._qty(msg.maker_remaining), self._qty(msg.taker_remaining)
+            self._shrink_to(msg.maker_order_id, maker)
+            self._shrink_to(msg.taker_order_id, taker)
         elif kind == "ACCEPTED":
             self._accepted(msg)
         elif kind == "ORDER_ENDED":
-            o = self.orders.pop(msg["order_id"], None)
+            o = self.orders.pop(msg.order_id, None)
             if o is not None and o.in_book:
                 self._level(o.side, o.price, -o.remaining)  # type: ignore[arg-type]
         elif kind == "AMENDED":
-            o = self._known(msg["order_id"])
-            price = self.rules.price_scale.parse(msg["price"])
-            remaining = self._qty(msg["remaining"])
+            o = self._known(msg.order_id)
+            price = units(self.rules.price_scale, msg.price)
+            remaining = self._qty(msg.remaining)
             if o.in_book:
                 self._level(o.side, o.price, -o.remaining)  # type: ignore[arg-type]
             o.price, o.remaining, o.in_book = price, remaining, True
             self._level(o.side, o.price, o.remaining)
         elif kind == "TRIGGERED":
-            o = self._known(msg["order_id"])
+            o = self._known(msg.order_id)
             if o.rests:
                 o.in_book = True
                 self._level(o.side, o.price, o.remaining)  # type: ignore[arg-type]
         elif kind == "STP_PREVENTED":
-            t = self.orders.get(msg["taker_order_id"])
-            if msg["mode"] == "DECREMENT" and t is not None and t.has_qty:
-                d = self._qty(msg["quantity"])
-                m = self._known(msg["maker_order_id"])
-                self._shrink_to(msg["maker_order_id"], m.remaining - d)
-                self._shrink_to(msg["taker_order_id"], t.remaining - d)
+            t = self.orders.get(msg.taker_order_id)
+            if msg.mode == "DECREMENT" and t is not None and t.has_qty:
+                d = self._qty(msg.quantity)
+                m = self._known(msg.maker_order_id)
+                self._shrink_to(msg.maker_order_id, m.remaining - d)
+                self._shrink_to(msg.taker_order_id, t.remaining - d)
         elif kind not in ("REJECTED", "TRADING_STATE"):
             raise ValueError(f"unknown kind {kind!r}")
 
-    def _accepted(self, msg: dict[str, Any]) -> None:
-        quantity = msg.get("quantity")
-        price = msg.get("price")
-        side = msg["side"]
+    def _accepted(self, msg: Record) -> None:
+        quantity = msg.quantity
+        price = msg.price
+        side = msg.side
         if side not in (BUY, SELL):
             raise ValueError(f"side {side!r}")
-        rests = msg["order_type"] in ("LIMIT", "STOP_LIMIT") and msg["tif"] in _RESTING_TIF
+        rests = msg.order_type in ("LIMIT", "STOP_LIMIT") and msg.tif in _RESTING_TIF
         o = _Live(
             side=side,
-            price=None if price is None else self.rules.price_scale.parse(price),
+            price=None if price is None else units(self.rules.price_scale, price),
             remaining=0 if quantity is None else self._qty(quantity),
             has_qty=quantity is not None,
             rests=rests,
         )
-        self.orders[msg["order_id"]] = o
-        if rests and msg["status"] == "OPEN":
+        self.orders[msg.order_id] = o
+        if rests and msg.status == "OPEN":
             o.in_book = True
             self._level(side, o.price, o.remaining)  # type: ignore[arg-type]
 
-    def _qty(self, text: str) -> int:
-        return self.rules.qty_scale.parse(text)
+    def _qty(self, amount: Decimal) -> int:
+        return units(self.rules.qty_scale, amount)
 
     def _known(self, order_id: str) -> _Live:
         o = self.orders.get(order_id)

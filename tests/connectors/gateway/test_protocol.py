@@ -1,8 +1,9 @@
-"""The WebSocket channels against the real pipeline: broker, matcher and market-data agent.
+"""The WebSocket protocol against the real pipeline: broker, matcher and market-data agent.
 
-The gateway half under test (``setup_market_data``) runs on an aiohttp test
-server with the real JWT authenticator; the matcher and the market-data agent
-run as subprocesses on the test's own topic prefix.
+The gateway half under test (``protocol.setup_market_data``: the WebSocket, the
+hub, the Kafka followers of ``feeds`` and the REST ``snapshots``) runs on an
+aiohttp test server with the real JWT authenticator (``ws_server``); the matcher
+and the market-data agent run as subprocesses on the test's own topic prefix.
 """
 
 from __future__ import annotations
@@ -12,42 +13,35 @@ import json
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 from confluent_kafka import Producer
 
 from trade_engine.agents.matcher.worker import MatcherTopics
-from trade_engine.config import Settings, load_settings
-from trade_engine.connectors.gateway.auth import JwtAuthenticator, mint_token
-from trade_engine.connectors.gateway.context import AUTHENTICATOR, EXECUTION_FEED, SETTINGS
+from trade_engine.config import Settings
+from trade_engine.connectors.gateway.auth import mint_token
+from trade_engine.connectors.gateway.context import EXECUTION_FEED
 from trade_engine.connectors.gateway.depth_client import DepthClient
-from trade_engine.connectors.gateway.websocket import (
-    CLOSE_SLOW_CONSUMER,
-    HUB,
-    Client,
-    setup_market_data,
-)
 from trade_engine.connectors.loadgen import generate
 from trade_engine.connectors.producer import build_place
 from trade_engine.streams.codec import encode
-from trade_engine.streams.topics import create_topics
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    prefix = f"ws-{uuid.uuid4().hex[:8]}."
-    settings = load_settings(topics={"prefix": prefix, "partitions": 2}, state_dir=tmp_path)
-    create_topics(settings)
-    return settings
+def settings(ws_settings: Settings) -> Settings:
+    return ws_settings
+
+
+@pytest.fixture
+def server(ws_server: TestServer) -> TestServer:
+    return ws_server
 
 
 @pytest.fixture
@@ -72,16 +66,6 @@ def pipeline(settings: Settings, tmp_path: Path) -> Iterator[dict[str, subproces
         if proc.poll() is None:
             proc.terminate()
             proc.wait(30)
-
-
-@pytest.fixture
-async def server(settings: Settings) -> AsyncIterator[TestServer]:
-    app = web.Application()
-    app[SETTINGS] = settings
-    app[AUTHENTICATOR] = JwtAuthenticator(settings.gateway.auth)
-    setup_market_data(app)
-    async with TestServer(app) as server:
-        yield server
 
 
 def _produce(settings: Settings, commands: list[Any]) -> None:
@@ -142,7 +126,7 @@ async def test_fills_of_an_order_come_back_on_the_private_channel(
             feed = server.app[EXECUTION_FEED]
             first = await feed.first_execution(buy.order_id, 60)
             assert first is not None
-            assert first["kind"] == "ACCEPTED"
+            assert first.kind == "ACCEPTED"
             seen = await _until(seller, lambda m: m["data"].get("type") == "fill")
             updates = [m["data"] for m in seen]
             assert all(m["channel"] == "orders" for m in seen)
@@ -164,7 +148,7 @@ async def test_fills_of_an_order_come_back_on_the_private_channel(
             # A REST caller asking after the answer arrived still gets it.
             again = await feed.first_execution(sell.order_id, 0.01)
             assert again is not None
-            assert again["seq"] == updates[0]["seq"]
+            assert again.seq == updates[0]["seq"]
 
 
 async def test_a_client_following_the_resync_procedure_keeps_the_engines_book(
@@ -224,36 +208,3 @@ async def test_a_client_following_the_resync_procedure_keeps_the_engines_book(
         bad = await session.get(f"{base}/api/v1/depth/NOPE-USDT")
         assert bad.status == 400
         assert (await bad.json())["code"] == "VALIDATION_UNKNOWN_SYMBOL"
-
-
-async def test_a_slow_consumer_is_disconnected_without_holding_others(
-    settings: Settings, server: TestServer
-) -> None:
-    async with aiohttp.ClientSession() as session:
-        url = str(server.make_url("/api/v1/ws"))
-        async with session.ws_connect(url) as slow, session.ws_connect(url) as fast:
-            for ws in (slow, fast):
-                await ws.send_json({"op": "subscribe", "channels": ["trades.BTC/USDT"], "id": 1})
-                assert (await _next(ws))["type"] == "subscribed"
-            hub = server.app[HUB]
-            members = set(hub.channels["trades.BTC/USDT"])
-            assert len(members) == 2
-            # The slow one stops reading; the gateway floods the channel far past its queue.
-            payload = json.dumps({"type": "trade", "pad": "x" * 8000})
-            received = 0
-            for _ in range(50):
-                for _ in range(100):
-                    hub.publish("trades.BTC/USDT", payload)
-                while True:  # the fast client drains what it got
-                    try:
-                        msg = await fast.receive(timeout=0.05)
-                    except TimeoutError:
-                        break
-                    received += msg.type is aiohttp.WSMsgType.TEXT
-            assert received == 5000
-            closed: list[Client] = [c for c in members if c.closing]
-            assert len(closed) == 1
-            msg = await slow.receive(timeout=30)
-            while msg.type is aiohttp.WSMsgType.TEXT:
-                msg = await slow.receive(timeout=30)
-            assert slow.close_code == CLOSE_SLOW_CONSUMER

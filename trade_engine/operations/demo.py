@@ -319,6 +319,9 @@ def run_demo(settings: Settings, rate: float, seed: int, duration_s: float | Non
                 "--interval",
                 "5",
                 "--json",
+                # Only this pipeline's groups: one JSON document per sample goes to the log.
+                "--group",
+                f"^{re.escape(prefix)}",
                 # The local broker's log.dirs (ops/kafka/kafka.sh): DiskSpaceLow watches it.
                 "--disk",
                 f"kafka={settings.state_dir / 'kafka' / 'data'}",

@@ -164,8 +164,11 @@ async def test_broker_restart_with_unacked_messages_loses_no_trade(
     synthetic.publish(f.settings, f.topic, first)
     first_trades = sum(1 for p in first for v in first[p] if b'"kind":"TRADE"' in v)
     bridge = subprocess.Popen(  # noqa: ASYNC220 - a long-running child, waited on in a thread
+        # The idle exit is well beyond the broker's stop and start: it must not end the
+        # bridge while RabbitMQ is down (a slow stop once outlasted 8 s in CI, and the
+        # second half then had no bridge to go through).
         helpers.sink_command(
-            "sink", "rabbitmq", "run", "--name-prefix", topology.prefix, "--exit-when-idle", "8"
+            "sink", "rabbitmq", "run", "--name-prefix", topology.prefix, "--exit-when-idle", "30"
         ),
         env=f.env(),
     )
@@ -178,6 +181,7 @@ async def test_broker_restart_with_unacked_messages_loses_no_trade(
         for _ in range(50):
             assert await queue.get(fail=False, timeout=5) is not None
         await _ops("down")
+        assert bridge.poll() is None, "the bridge must be running when RabbitMQ goes down"
         await asyncio.to_thread(synthetic.publish, f.settings, f.topic, second)
         await asyncio.sleep(1)
     finally:

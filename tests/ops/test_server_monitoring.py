@@ -106,7 +106,12 @@ def test_exporters_answer_for_the_local_servers() -> None:
     assert result.returncode == 0, result.stderr
     state = Path(os.environ.get("TE_STATE_DIR") or REPO / ".state")
     pids = sorted((state / "exporters").glob("*.pid"))
+    # A freshly started exporter may answer its first scrape before its connection is up.
+    deadline = time.monotonic() + 30
     postgres = _get("http://127.0.0.1:9187/metrics")
+    while not re.search(r"^pg_up 1$", postgres, re.MULTILINE) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        postgres = _get("http://127.0.0.1:9187/metrics")
     assert re.search(r"^pg_up 1$", postgres, re.MULTILINE), postgres[-2000:]
     assert _sample(postgres, "pg_stat_database_numbackends", datname="trade_engine") is not None
     # Redis may or may not run: its exporter answers either way, saying which.

@@ -248,6 +248,28 @@ def _commits(log: list[str]) -> list[str]:
     return [entry for entry in log if entry.startswith("offsets")]
 
 
+class TimedConsumer(FakeConsumer):
+    """Records every consume/poll call with its count and timeout; ``arrivals`` land on
+    partition 0 during the first poll (a record that comes while the worker waits)."""
+
+    def __init__(self, log: list[str], arrivals: list[bytes] | None = None) -> None:
+        super().__init__(log)
+        self.calls: list[tuple[str, int, float]] = []
+        self.arrivals = arrivals or []
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[FakeMessage]:
+        self.calls.append(("consume", num_messages, timeout))
+        return super().consume(num_messages)
+
+    def poll(self, timeout: float = -1) -> FakeMessage | None:
+        self.calls.append(("poll", 1, timeout))
+        if self.arrivals:
+            self.add(0, *self.arrivals)
+            self.arrivals = []
+        batch = FakeConsumer.consume(self, 1)
+        return batch[0] if batch else None
+
+
 # ------------------------------------------------------------------ exactly once
 
 
@@ -503,3 +525,63 @@ def test_positions_after_are_the_next_offset_per_partition() -> None:
         (0, 8),
         (1, 3),
     ]
+
+
+# ------------------------------------------------------------------ how long a poll waits
+
+
+def test_a_caught_up_transaction_commits_at_once_by_default(log: list[str]) -> None:
+    consumer = TimedConsumer(log, arrivals=[b"late"])
+    consumer.add(0, b"first")
+    worker = Echo(consumer, FakeProducer(log), log, poll_timeout_s=0.5)
+    worker.run(max_idle_s=0)
+    assert log.count("begin") == 2  # "first" was visible before "late" came
+
+
+def test_a_minimum_commit_interval_keeps_the_transaction_open_for_what_comes(
+    log: list[str],
+) -> None:
+    consumer = TimedConsumer(log, arrivals=[b"late"])
+    consumer.add(0, b"first")
+    producer = FakeProducer(log)
+    worker = Echo(consumer, producer, log, poll_timeout_s=0.5, min_commit_interval_s=0.2)
+    worker.run(max_idle_s=0)
+    assert log.count("begin") == 1
+    assert [v for t, v in producer.visible if t == "out"] == [b"first", b"late"]
+    waits = [timeout for call, _, timeout in consumer.calls if call == "poll"]
+    assert waits
+    assert all(0 < wait <= 0.2 for wait in waits)  # the interval's rest, not 0.5
+
+
+async def test_a_batch_takes_what_is_queued_without_waiting_for_it_to_fill(
+    log: list[str],
+) -> None:
+    consumer = TimedConsumer(log)
+    consumer.add(0, b"a", b"b")
+    sink = Sink(consumer, log)
+    sink.poll_timeout_s = 5.0
+    sink.subscribe(["in"])
+    batch = await sink.poll_batch()
+    assert [m.value() for m in batch] == [b"a", b"b"]
+    assert consumer.calls == [("consume", 3, 0)]
+
+
+async def test_an_empty_queue_waits_for_the_first_record_and_takes_what_came_with_it(
+    log: list[str],
+) -> None:
+    consumer = TimedConsumer(log, arrivals=[b"a", b"b"])
+    sink = Sink(consumer, log)
+    sink.poll_timeout_s = 5.0
+    sink.subscribe(["in"])
+    batch = await sink.poll_batch()
+    assert [m.value() for m in batch] == [b"a", b"b"]
+    assert consumer.calls == [("consume", 3, 0), ("poll", 1, 5.0), ("consume", 2, 0)]
+
+
+async def test_a_lingering_stage_waits_for_its_batch_to_fill(log: list[str]) -> None:
+    consumer = TimedConsumer(log)
+    consumer.add(0, b"a")
+    sink = Sink(consumer, log, linger_s=0.2)
+    sink.subscribe(["in"])
+    await sink.poll_batch()
+    assert consumer.calls == [("consume", 3, 0), ("consume", 2, 0.2)]

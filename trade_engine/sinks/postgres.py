@@ -375,6 +375,8 @@ class PostgresSink(AtLeastOnceWorker):
             batch_size=batch_size,
             poll_timeout_s=poll_timeout_s,
             commit_asynchronously=True,
+            # History, not the order path: a fuller batch per transaction, not latency.
+            linger_s=poll_timeout_s,
         )
         self.settings = settings
         self.topic = topic or settings.topic_names["executions"]

@@ -58,7 +58,14 @@ class SettlementWorker(AtLeastOnceWorker):
         retry_budget_s: float = 300.0,
         group_id: str | None = None,
     ) -> None:
-        super().__init__(stage=STAGE, batch_size=batch_size, poll_timeout_s=poll_timeout_s)
+        # Asynchronous commits: a position lost to a crash re-reads trades the wallet
+        # answers from its idempotency records; waiting cost a round trip per batch.
+        super().__init__(
+            stage=STAGE,
+            batch_size=batch_size,
+            poll_timeout_s=poll_timeout_s,
+            commit_asynchronously=True,
+        )
         self.settings = settings
         names = settings.topic_names
         self.topic = names["executions"]

@@ -5,6 +5,7 @@ committed past."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -40,6 +41,9 @@ class FakeMessage:
 
     def headers(self) -> list[tuple[str, bytes]]:
         return [("trace_id", f"t{self._offset}".encode())]
+
+    def error(self) -> None:
+        return None
 
 
 class FakeProducer:
@@ -87,19 +91,75 @@ def test_forwarded_to_the_same_partition_with_timestamp_and_headers_dead_letters
     assert headers["dlq.original_size"] == b"100000"
 
 
+class FakeConsumer:
+    """Hands out ``batches`` one poll at a time, then nothing; records commits."""
+
+    def __init__(self, batches: list[list[FakeMessage]], log: list[str]) -> None:
+        self.batches, self.log = batches, log
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[FakeMessage]:
+        return self.batches.pop(0) if self.batches else []
+
+    def poll(self, timeout: float = -1) -> FakeMessage | None:
+        return None
+
+    def assignment(self) -> list[int]:
+        return [0]
+
+    def commit(self, *, offsets: Any, asynchronous: bool) -> None:
+        self.log.append("commit " + ",".join(str(tp.offset) for tp in offsets))
+
+
+def _echo(log: list[str]) -> Any:
+    async def decide(inputs: Any, partitions: Any) -> list[Outgoing]:
+        log.append("decide " + ",".join(value.decode() for _, value in inputs))
+        await asyncio.sleep(0.01)  # the wallet call
+        return [Outgoing(value) for _, value in inputs]
+
+    return decide
+
+
 def test_a_batch_the_broker_did_not_take_is_sent_again(monkeypatch: pytest.MonkeyPatch) -> None:
     producer = FakeProducer(failures=2)
     worker = _worker(producer)
+    log: list[str] = []
+    worker.consumer = FakeConsumer([[FakeMessage(1, b"a"), FakeMessage(2, b"b")]], log)  # type: ignore[assignment]
     slept: list[float] = []
+    real_sleep = asyncio.sleep
 
     async def no_sleep(delay: float) -> None:
         slept.append(delay)
+        await real_sleep(0)
 
     monkeypatch.setattr(worker_module.asyncio, "sleep", no_sleep)
-
-    async def decide(inputs: Any, partitions: Any) -> list[Outgoing]:
-        return [Outgoing(value) for _, value in inputs]
-
-    asyncio.run(worker._admit(decide, [FakeMessage(1, b"a"), FakeMessage(2, b"b")]))  # type: ignore[list-item]
+    asyncio.run(worker._pipeline(_echo([]), max_idle_s=0))
     assert [kwargs["value"] for _, kwargs in producer.sent] == [b"a", b"b"] * 3
-    assert slept == [0.1, 0.2]
+    assert [d for d in slept if d >= 0.1] == [0.1, 0.2]  # the backoff, not the wallet call
+    assert log == ["commit 3"]  # once, after the batch was taken
+
+
+def test_the_next_batch_is_decided_while_one_is_sent_and_sent_only_after_its_commit() -> None:
+    log: list[str] = []
+
+    class SlowProducer(FakeProducer):
+        def flush(self, timeout: float) -> int:
+            log.append("flush " + ",".join(kwargs["value"].decode() for _, kwargs in self.sent))
+            time.sleep(0.1)  # the broker's acknowledgements, in the worker thread
+            return super().flush(timeout)
+
+    producer = SlowProducer()
+    worker = _worker(producer)
+    batches = [[FakeMessage(1, b"a")], [FakeMessage(2, b"b")], [FakeMessage(3, b"c")]]
+    worker.consumer = FakeConsumer(batches, log)  # type: ignore[assignment]
+    asyncio.run(worker._pipeline(_echo(log), max_idle_s=0))
+    assert log == [
+        "decide a",
+        "flush a",
+        "decide b",  # the wallet call of b overlapped a's send
+        "commit 2",
+        "flush a,b",
+        "decide c",
+        "commit 3",
+        "flush a,b,c",
+        "commit 4",
+    ]

@@ -2,7 +2,9 @@
 
 It runs the risk stage (``stage.RiskStage``: checks, then the wallet's holds) or,
 without a wallet, the validation stage (``validation.Validation``) on the
-worker runtime's at-least-once loop, a batch at a time:
+worker runtime's at-least-once consumer, a batch at a time, two batches in flight
+(``AdmissionWorker._pipeline``: batch N+1 is polled and decided while batch N is
+sent and committed; decisions are serial and sends are in order):
 
 1. poll what is queued (waiting only while nothing is: latency at low rates);
 2. ``decide`` the batch (for risk: one ``reserve_many`` call for its places);
@@ -10,7 +12,8 @@ worker runtime's at-least-once loop, a batch at a time:
    with its original timestamp and headers, and dead-letter each refused one
    (``streams.dead_letter``: a letter that always fits), in input order;
 4. flush the producer: every record of the batch acknowledged by the broker;
-5. commit the batch's positions.
+5. commit the batch's positions (without waiting for the broker's answer: a lost
+   commit only re-reads batches that are answered idempotently).
 
 A step that fails (the wallet unreachable, the broker not taking a record) is
 retried with backoff and nothing is skipped or committed meanwhile:
@@ -49,7 +52,7 @@ from trade_engine.connectors.wallet.client import stage_client
 from trade_engine.streams import clients
 from trade_engine.streams.codec import Headers, header
 from trade_engine.streams.dead_letter import dead_letter_headers, dead_letter_value
-from trade_engine.streams.records import without_errors
+from trade_engine.streams.records import IdleClock
 from trade_engine.streams.runtime import AtLeastOnceWorker
 from trade_engine.streams.topics import partition_count
 from trade_engine.tables.symbols import rules_for
@@ -93,7 +96,15 @@ class AdmissionWorker(AtLeastOnceWorker):
     ) -> None:
         """``idle_wait_s``: how long one poll waits while nothing is queued (a record that
         arrives meanwhile ends the wait at once)."""
-        super().__init__(stage=stage, batch_size=batch_size, poll_timeout_s=idle_wait_s)
+        # Positions are committed without waiting for the broker's answer: a commit lost
+        # to a crash re-reads batches the wallet and the matcher answer idempotently, and
+        # waiting put a round trip into every batch's latency.
+        super().__init__(
+            stage=stage,
+            batch_size=batch_size,
+            poll_timeout_s=idle_wait_s,
+            commit_asynchronously=True,
+        )
         self.settings = settings
         names = settings.topic_names
         self.input = names["commands"]
@@ -125,52 +136,64 @@ class AdmissionWorker(AtLeastOnceWorker):
         self.subscribe([self.input])
         log.info("admission stage started", extra={"stage": self.stage, "group": self.group_id})
         try:
-
-            async def handle(messages: list[Message]) -> bool:
-                await self._admit(decide, messages)
-                return True
-
-            await self.run_batches(handle, max_idle_s=max_idle_s)
+            await self._pipeline(decide, max_idle_s)
         finally:
             if self.producer is not None:
                 self.producer.flush(30)
             await self.close_consumer()
             log.info("admission stage stopped", extra={"stage": self.stage})
 
-    async def poll_batch(self) -> list[Message]:
-        """What is queued, without waiting; only when nothing is, wait for the next record
-        (up to ``poll_timeout_s``) and take what came with it."""
+    async def _pipeline(self, decide: Decide, max_idle_s: float | None) -> None:
+        """Two steps in flight: while batch N is sent and committed (in a worker thread),
+        batch N+1 is polled and decided (its wallet call). Decisions stay serial, so the
+        wallet sees the holds in log order, and N+1 is sent only after N was delivered
+        and its positions committed, so the output keeps the input's order."""
         consumer = self._require()
-        loop = asyncio.get_running_loop()
+        idle = self.idle = IdleClock(max_idle_s)
+        sending: asyncio.Task[None] | None = None
+        try:
+            while self.running:
+                messages = await self.poll_batch()
+                if not messages:
+                    if sending is not None and sending.done():
+                        await sending  # raises what the send raised
+                        sending = None
+                    if sending is None and idle.expired(consumer):
+                        return
+                    continue
+                idle.busy()
+                started = time.perf_counter()
+                decisions = await self._decide(decide, messages)
+                if sending is not None:
+                    await sending
+                sending = asyncio.create_task(self._deliver(messages, decisions, started))
+        finally:
+            if sending is not None:
+                await sending
 
-        def fetch() -> list[Message]:
-            messages = consumer.consume(self.batch_size, 0)
-            if messages:
-                return list(messages)
-            first = consumer.poll(self.poll_timeout_s)
-            if first is None:
-                return []
-            return [first, *consumer.consume(self.batch_size - 1, 0)]
-
-        return without_errors(await loop.run_in_executor(None, fetch))
-
-    async def _admit(self, decide: Decide, messages: list[Message]) -> None:
-        started = time.perf_counter()
+    async def _decide(self, decide: Decide, messages: list[Message]) -> list[Outgoing]:
         BATCH_SIZE.labels(self.stage).observe(len(messages))
         with tracing.span(
             f"{self.stage}.batch",
             attributes={"te.commands": len(messages)},
             links=tracing.links([m.headers() for m in messages]),
         ):
-            decisions = await decide(
+            return await decide(
                 [(m.key(), m.value()) for m in messages],
                 [m.partition() or 0 for m in messages],
             )
+
+    async def _deliver(
+        self, messages: list[Message], decisions: list[Outgoing], started: float
+    ) -> None:
+        """Send the batch until the broker took every record, then commit its positions."""
+        loop = asyncio.get_running_loop()
         delay = 0.1
-        while not self._send(messages, decisions):
+        while not await loop.run_in_executor(None, self._send, messages, decisions):
             SEND_RETRIES.labels(self.stage).inc()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+        await self.commit(messages)
         BATCH_SECONDS.labels(self.stage).observe(time.perf_counter() - started)
 
     def _send(self, messages: list[Message], decisions: list[Outgoing]) -> bool:

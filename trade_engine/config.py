@@ -112,10 +112,18 @@ class PostgresSettings(_Section):
     """PostgreSQL database."""
     connect_timeout_s: float = Field(default=10.0, gt=0)
     """Seconds to wait for a connection."""
+    ssl_mode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = (
+        "prefer"
+    )
+    """libpq ``sslmode``: ``prefer`` (the default) uses TLS when the server offers it; a
+    production server across a network wants ``verify-full``."""
 
     def dsn(self) -> str:
         password = quote(self.password.get_secret_value(), safe="")
-        return f"postgresql://{quote(self.user)}:{password}@{self.host}:{self.port}/{self.database}"
+        return (
+            f"postgresql://{quote(self.user)}:{password}@{self.host}:{self.port}/{self.database}"
+            f"?sslmode={self.ssl_mode}"
+        )
 
 
 class RabbitMQSettings(_Section):
@@ -409,6 +417,10 @@ class MarketDataSettings(_Section):
 
     metrics_port: int = Field(default=9471, ge=0, le=65535)
     """/metrics and /health port of the market-data worker."""
+    publish_interval_s: float = Field(default=0.1, ge=0, le=5)
+    """A caught-up worker publishes (commits a transaction) at most this often: the feeds
+    wait up to this long, and the broker handles a few transactions a second instead of
+    one per trickle of executions (0: publish as soon as caught up)."""
     snapshot_every: int = Field(default=1000, ge=1)
     """A depth snapshot after this many execution records of a symbol."""
     snapshot_interval_s: float = Field(default=10.0, gt=0)

@@ -50,7 +50,7 @@ SQL
   fi
 }
 
-# Query monitoring, in a file of the cluster's conf.d (Debian's postgresql.conf
+# Query monitoring (and TLS off on loopback), in a file of the cluster's conf.d (Debian's postgresql.conf
 # includes that directory): pg_stat_statements preloaded, and every statement
 # slower than 100 ms logged with its duration.
 SLOW_QUERY_MS=100
@@ -64,6 +64,10 @@ shared_preload_libraries = '$libs'
 pg_stat_statements.max = 10000
 pg_stat_statements.track = all
 log_min_duration_statement = ${SLOW_QUERY_MS}ms
+# This cluster serves loopback only: TLS there costs CPU at both ends (clients'
+# default sslmode "prefer" takes it whenever offered) and protects nothing.
+# A production server keeps TLS and clients set postgres.ssl_mode=verify-full.
+ssl = off
 CONF
 }
 

@@ -116,6 +116,7 @@ class MarketDataWorker(TransactionalWorker):
             max_batch=max_batch,
             commit_interval_s=commit_interval_s,
             aborted=ABORTED,
+            min_commit_interval_s=md.publish_interval_s,
         )
 
     # ------------------------------------------------------------ lifecycle

@@ -83,6 +83,10 @@ class Hub:
     def publish_private(self, user_id: str, data: str) -> None:
         self.publish(private_channel(user_id), data)
 
+    def listens_privately(self, user_id: str) -> bool:
+        """Whether any client follows ``user_id``'s order updates."""
+        return private_channel(user_id) in self.channels
+
     def offer(self, client: Client, text: str, kind: str = "control") -> None:
         if client.closing:
             return

@@ -28,7 +28,11 @@ Progress goes to stderr; the last stdout line is one JSON object of figures.
    measuring readers) is reported apart and not counted.
 6. **Baseline**: the raw confluent consume -> produce passthrough
    (``bench_baseline.passthrough``) over this run's own command topic, measured
-   after the steps, with the pipeline stopped.
+   after the steps, with the pipeline stopped, and the broker's CPU per record
+   of it (``passthrough_kafka_cpu_us_per_record``): the floor of one Kafka hop.
+7. **Idle**: after the warm-up, ``--idle-s`` seconds with no input; each
+   process's CPU in percent of one core (``idle_cpu_percent_by_process``), the
+   fixed cost that a low rate's CPU per order carries.
 """
 
 from __future__ import annotations
@@ -133,6 +137,8 @@ def classify(demo_pid: int, own_pid: int) -> dict[int, str]:
             name = next((n for n, marker in _STAGES if marker in f" {cmd} "), None)
             names[pid] = name or "other-stage"
             continue
+        if "kafka-cluster" in cmd:
+            continue  # the chaos tests' three brokers (ops/kafka/cluster.sh), not this broker
         server = next((n for n, pattern in _SERVERS if pattern.search(cmd)), None)
         if server is not None:
             names[pid] = server
@@ -162,6 +168,20 @@ class Samples:
 _INPUT = re.compile(rb'"input":\{"partition":(\d+),"offset":(\d+)\},"at":"([^"]+)"')
 _TRADE = re.compile(rb'"trade_id":"([^"]+)"')
 _EXECUTED = re.compile(rb'"executed_at":"([^"]+)"')
+
+
+def idle_cpu(demo_pid: int, seconds: float) -> dict[str, float]:
+    """CPU of every process with no input at all, in percent of one core: the fixed cost
+    (polls, heartbeats, timers) that every order's share above includes at a low rate."""
+    pids = classify(demo_pid, os.getpid())
+    before, t0 = cpu_by_name(pids), time.monotonic()
+    time.sleep(seconds)
+    after, elapsed = cpu_by_name(pids), time.monotonic() - t0
+    percent = {
+        name: round((after[name] - before.get(name, 0)) / CLK_TCK / elapsed * 100, 1)
+        for name in after
+    }
+    return dict(sorted(percent.items(), key=lambda item: -item[1]))
 
 
 def _ms(rfc3339: bytes) -> int:
@@ -347,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--passthrough-count", type=int, default=200_000)
     parser.add_argument("--stop-after-failures", type=int, default=1)
+    parser.add_argument(
+        "--idle-s", type=float, default=15.0, help="seconds of no input measured after warm-up"
+    )
     args = parser.parse_args(argv)
     steps = [int(s) for s in args.steps.split(",")]
 
@@ -394,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
     stop = threading.Event()
     samples = Samples()
     results: list[StepResult] = []
+    idle: dict[str, float] = {}
     try:
         ports = [PORT_BASE + n for n in (0, 1, 3, 4, 5)] + [PORT_BASE + 7]
         _wait_ready(ports)
@@ -417,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
         feed(producer, names["commands"], items[:cursor], steps[0])
         _drain(reader, 120.0)
         log(f"warmed up with {cursor} commands")
+        idle = idle_cpu(demo.pid, args.idle_s)
+        log("idle CPU, % of one core: " + ", ".join(f"{k} {v}" for k, v in idle.items()))
         failures = 0
         for index, rate in enumerate(steps):
             chunk = items[cursor : cursor + int(rate * args.step_s)]
@@ -498,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
         [NewTopic(sink, num_partitions=settings.topics.partitions, replication_factor=1)]
     )[sink].result(30)
     count = min(args.passthrough_count, cursor)
+    brokers = {pid: n for pid, n in classify(-1, os.getpid()).items() if n == "kafka"}
+    broker_ticks = cpu_by_name(brokers).get("kafka", 0)
     passthrough_per_s = passthrough(
         names["commands"],
         sink,
@@ -505,6 +533,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
         settings.kafka.librdkafka(),
         settings.topics.partitions,
     )
+    # The broker's CPU per record consumed and produced once at full batching: a floor for
+    # each Kafka hop of the pipeline (an order crosses about a dozen).
+    broker_us = (cpu_by_name(brokers).get("kafka", 0) - broker_ticks) * 1e6 / CLK_TCK / count
     _cleanup(settings, prefix, schema)
 
     sustained_rates = [r.rate for r in results if r.sustained]
@@ -520,6 +551,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
         "cpu_measured_at_orders_per_s": best.rate if best else None,
         "feeder_us_per_order": best.feeder_us_per_order if best else None,
         "passthrough_per_s": round(passthrough_per_s),
+        "passthrough_kafka_cpu_us_per_record": round(broker_us, 1),
+        "idle_cpu_percent_by_process": idle,
         "steps": [r.__dict__ for r in results],
     }
     print(json.dumps(summary))

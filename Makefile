@@ -47,7 +47,7 @@ pytest: $(STAMP)
 
 ## Only the pure tests: no services needed.
 unit: $(STAMP)
-	$(BIN)/pytest -m "not broker and not postgres and not rabbitmq"
+	$(BIN)/pytest -m "not broker and not postgres and not rabbitmq and not cluster"
 
 up:
 	bash ops/stack.sh up
@@ -97,3 +97,19 @@ lock:
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+## The three-node Kafka cluster of the chaos tests (127.0.0.1:19092-19094) and Toxiproxy (API on 18474).
+.PHONY: cluster-up cluster-down cluster-status toxiproxy-up toxiproxy-down
+cluster-up:
+	bash ops/kafka/cluster.sh up
+	bash ops/toxiproxy/toxiproxy.sh up
+	@bash ops/kafka/cluster.sh env
+cluster-down:
+	bash ops/toxiproxy/toxiproxy.sh down
+	bash ops/kafka/cluster.sh down
+cluster-status:
+	bash ops/kafka/cluster.sh status; bash ops/toxiproxy/toxiproxy.sh status
+toxiproxy-up:
+	bash ops/toxiproxy/toxiproxy.sh up
+toxiproxy-down:
+	bash ops/toxiproxy/toxiproxy.sh down

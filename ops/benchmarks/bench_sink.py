@@ -10,11 +10,16 @@ Seeded matcher output (``sinks.synthetic``) is published to a fresh
 
 - rabbit: ``RabbitBridge`` (its own topology prefix, removed afterwards) publishes every
   trade and order event of the topic, persistent, and waits for the publisher confirms.
+  ``--rabbit-only`` runs just this part.
 
 rows = trades + orders inserted. The last stdout line is one JSON object:
 pg_rows_per_s, raw_copy_rows_per_s, pg_ratio (sink / raw COPY), rabbit_confirmed_per_s
-(confirmed messages per second, from the first publish to the last confirm), and the
-sizes (the older names sink_rows_per_s, copy_rows_per_s, ratio are kept).
+(confirmed messages per second, from the first publish to the last confirm),
+rabbit_cpu_us_per_msg (the whole process's CPU over that span: the bridge as
+bench-pipeline sees it, librdkafka's threads and the polls included),
+rabbit_batch_cpu_us_per_msg (the event loop thread's CPU inside the batch handler:
+decode, publish, confirms), and the sizes (the older names sink_rows_per_s,
+copy_rows_per_s, ratio are kept).
 """
 
 from __future__ import annotations
@@ -25,9 +30,12 @@ import json
 import sys
 import time
 import uuid
+from dataclasses import dataclass
+from typing import Any
 
 import aio_pika
 import asyncpg
+from confluent_kafka import Message
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from trade_engine.config import Settings, load_settings
@@ -64,10 +72,38 @@ async def _drop(dsn: str, schemas: list[str]) -> None:
         await conn.close()
 
 
-async def _rabbit(settings: Settings, batch_size: int) -> tuple[int, float]:
-    """Bridge the topic into a throwaway topology; (confirmed messages, seconds)."""
+class _MeteredBridge(RabbitBridge):
+    """The bridge with CPU clocks: process time from the first batch to the last confirm,
+    and the loop thread's time inside the batch handler."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.process_cpu_first: float | None = None
+        self.process_cpu_last = 0.0
+        self.batch_cpu = 0.0
+
+    async def _process(self, messages: list[Message]) -> bool:
+        if self.process_cpu_first is None:
+            self.process_cpu_first = time.process_time()
+        started = time.thread_time()
+        done = await super()._process(messages)
+        self.batch_cpu += time.thread_time() - started
+        self.process_cpu_last = time.process_time()
+        return done
+
+
+@dataclass(frozen=True, slots=True)
+class RabbitRun:
+    confirmed: int
+    seconds: float
+    process_cpu_s: float
+    batch_cpu_s: float
+
+
+async def _rabbit(settings: Settings, batch_size: int) -> RabbitRun:
+    """Bridge the topic into a throwaway topology."""
     topology = Topology(prefix=f"bench-{uuid.uuid4().hex[:8]}.")
-    bridge = RabbitBridge(settings, topology, batch_size=batch_size)
+    bridge = _MeteredBridge(settings, topology, batch_size=batch_size)
     try:
         stats = await bridge.run(exit_when_idle_s=1.0)
     finally:
@@ -88,10 +124,27 @@ async def _rabbit(settings: Settings, batch_size: int) -> tuple[int, float]:
                 await channel.exchange_delete(exchange)
     assert bridge.first_publish_at is not None
     assert bridge.last_confirm_at is not None
-    return stats.published, bridge.last_confirm_at - bridge.first_publish_at
+    assert bridge.process_cpu_first is not None
+    return RabbitRun(
+        stats.published,
+        bridge.last_confirm_at - bridge.first_publish_at,
+        bridge.process_cpu_last - bridge.process_cpu_first,
+        bridge.batch_cpu,
+    )
 
 
-async def run(commands: int, batch_size: int, rabbit_batch_size: int) -> dict[str, object]:
+def _rabbit_figures(rabbit: RabbitRun) -> dict[str, object]:
+    return {
+        "rabbit_confirmed": rabbit.confirmed,
+        "rabbit_confirmed_per_s": round(rabbit.confirmed / rabbit.seconds),
+        "rabbit_cpu_us_per_msg": round(rabbit.process_cpu_s / rabbit.confirmed * 1e6, 1),
+        "rabbit_batch_cpu_us_per_msg": round(rabbit.batch_cpu_s / rabbit.confirmed * 1e6, 1),
+    }
+
+
+async def run(
+    commands: int, batch_size: int, rabbit_batch_size: int, rabbit_only: bool = False
+) -> dict[str, object]:
     prefix = f"bench-sink-{uuid.uuid4().hex[:8]}."
     settings = load_settings(topics={"prefix": prefix, "partitions": 4})
     dsn = settings.postgres.dsn()
@@ -105,6 +158,13 @@ async def run(commands: int, batch_size: int, rabbit_batch_size: int) -> dict[st
         )
         published = synthetic.publish(settings, topic, data)
         print(f"[bench-sink] published {published} executions", file=sys.stderr)
+        if rabbit_only:
+            rabbit = await _rabbit(settings, rabbit_batch_size)
+            return {
+                "executions": published,
+                "rabbit_batch_size": rabbit_batch_size,
+                **_rabbit_figures(rabbit),
+            }
         for schema in schemas:
             await migrate_schema(dsn, schema)
         messages = [decode_execution(v) for p in sorted(data) for v in data[p]]
@@ -118,7 +178,7 @@ async def run(commands: int, batch_size: int, rabbit_batch_size: int) -> dict[st
         assert sink.writer.last_write_at is not None
         sink_s = sink.writer.last_write_at - sink.writer.first_write_at
         sink_rows = stats.orders_inserted + stats.trades_inserted
-        confirmed, rabbit_s = await _rabbit(settings, rabbit_batch_size)
+        rabbit = await _rabbit(settings, rabbit_batch_size)
         pg_rows_per_s = round(sink_rows / sink_s)
         raw_copy_rows_per_s = round(copy_rows / copy_s)
         pg_ratio = round((sink_rows / sink_s) / (copy_rows / copy_s), 3)
@@ -128,7 +188,6 @@ async def run(commands: int, batch_size: int, rabbit_batch_size: int) -> dict[st
             "rabbit_batch_size": rabbit_batch_size,
             "copy_rows": copy_rows,
             "sink_rows": sink_rows,
-            "rabbit_confirmed": confirmed,
             "copy_rows_per_s": raw_copy_rows_per_s,
             "sink_rows_per_s": pg_rows_per_s,
             "sink_messages_per_s": round(stats.messages / sink_s),
@@ -136,7 +195,7 @@ async def run(commands: int, batch_size: int, rabbit_batch_size: int) -> dict[st
             "pg_rows_per_s": pg_rows_per_s,
             "raw_copy_rows_per_s": raw_copy_rows_per_s,
             "pg_ratio": pg_ratio,
-            "rabbit_confirmed_per_s": round(confirmed / rabbit_s),
+            **_rabbit_figures(rabbit),
         }
     finally:
         await _drop(dsn, schemas)
@@ -148,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commands", type=int, default=60_000)
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--rabbit-batch-size", type=int, default=1000)
+    parser.add_argument("--rabbit-only", action="store_true", help="skip the Postgres part")
     args = parser.parse_args(argv)
-    print(json.dumps(asyncio.run(run(args.commands, args.batch_size, args.rabbit_batch_size))))
+    figures = run(args.commands, args.batch_size, args.rabbit_batch_size, args.rabbit_only)
+    print(json.dumps(asyncio.run(figures)))
     return 0
 
 

@@ -170,6 +170,58 @@ _TRADE = re.compile(rb'"trade_id":"([^"]+)"')
 _EXECUTED = re.compile(rb'"executed_at":"([^"]+)"')
 
 
+# Where an order's time goes, from the stages' own histograms: (port offset, metric).
+_TIMINGS = (
+    (1, "te_admission_batch_seconds"),
+    (1, "te_admission_batch_commands"),
+    (1, 'te_wallet_client_request_seconds{operation="reserve_many"}'),
+    (0, "te_matcher_batch_seconds"),
+    (0, "te_matcher_batch_messages"),
+    (5, "te_settlement_batch_seconds"),
+    (5, 'te_wallet_client_request_seconds{operation="settle_many"}'),
+)
+
+
+def scrape_timings() -> dict[str, tuple[float, float]]:
+    """metric -> (sum, count) of each histogram in ``_TIMINGS``, read from /metrics."""
+    out: dict[str, tuple[float, float]] = {}
+    for offset, metric in _TIMINGS:
+        name, _, labels = metric.partition("{")
+        try:
+            url = f"http://127.0.0.1:{PORT_BASE + offset}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            continue
+        total = count = 0.0
+        for line in text.splitlines():
+            if labels and labels.rstrip("}") not in line:
+                continue
+            if line.startswith(name + "_sum"):
+                total += float(line.rsplit(" ", 1)[1])
+            elif line.startswith(name + "_count"):
+                count += float(line.rsplit(" ", 1)[1])
+        out[metric] = (total, count)
+    return out
+
+
+def timing_means(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> dict[str, float]:
+    """Per metric, the mean over the step (seconds become ms), and how many were observed."""
+    means: dict[str, float] = {}
+    for metric, (total, count) in after.items():
+        total0, count0 = before.get(metric, (0.0, 0.0))
+        n = count - count0
+        if n <= 0:
+            continue
+        scale = 1000.0 if "_seconds" in metric else 1.0
+        key = metric.replace("_seconds", "_ms").replace("te_", "", 1)
+        means[key] = round((total - total0) / n * scale, 1)
+        means[key + ":n"] = n
+    return means
+
+
 def idle_cpu(demo_pid: int, seconds: float) -> dict[str, float]:
     """CPU of every process with no input at all, in percent of one core: the fixed cost
     (polls, heartbeats, timers) that every order's share above includes at a low rate."""
@@ -324,6 +376,8 @@ class StepResult:
     cpu_us_per_order: float
     cpu_us_per_order_by_process: dict[str, float]
     feeder_us_per_order: float
+    # Means over the step of the stages' batch and wallet-call histograms (ms, sizes).
+    stage_means: dict[str, float] = field(default_factory=dict)
 
     def line(self) -> str:
         top = sorted(self.cpu_us_per_order_by_process.items(), key=lambda kv: -kv[1])[:6]
@@ -331,7 +385,8 @@ class StepResult:
             f"{self.rate:>6}/s sustained={self.sustained!s:<5} p50={self.p50_ms}ms "
             f"p99={self.p99_ms}ms settled_p99={self.settled_p99_ms}ms "
             f"cpu={self.cpu_us_per_order:.0f}us/order ({', '.join(f'{k} {v:.0f}' for k, v in top)})"
-            f"{'' if self.sustained else '  [' + self.reason + ']'}"
+            f"{'' if self.sustained else '  [' + self.reason + ']'}\n    means: "
+            + ", ".join(f"{k} {v:g}" for k, v in self.stage_means.items() if ":n" not in k)
         )
 
 
@@ -450,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
             with samples.lock:
                 samples.step = index
             pids = classify(demo.pid, os.getpid())
+            timings0 = scrape_timings()
             cpu0, own0, t0 = cpu_by_name(pids), _ticks(os.getpid()), time.monotonic()
             ends0 = {g: reader.end_offsets(t) for g, t in groups.items()}
             series: dict[str, list[int]] = defaultdict(list)
@@ -479,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
                 sustained, reason = False, reason or f"not drained within {args.drain_s:g} s"
             pids.update(classify(demo.pid, os.getpid()))
             cpu1, own1 = cpu_by_name(pids), _ticks(os.getpid())
+            timings = timing_means(timings0, scrape_timings())
             us = 1e6 / CLK_TCK / max(offered, 1)
             by_process = {
                 name: round((cpu1.get(name, 0) - cpu0.get(name, 0)) * us, 1) for name in cpu1
@@ -501,6 +558,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
                 cpu_us_per_order=round(sum(by_process.values()), 1),
                 cpu_us_per_order_by_process=dict(sorted(by_process.items())),
                 feeder_us_per_order=round((own1 - own0) * us, 1),
+                stage_means=timings,
             )
             results.append(result)
             log(result.line())

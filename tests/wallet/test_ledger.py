@@ -273,6 +273,24 @@ async def test_journal_entries_must_balance(wallet_db: WalletDb) -> None:
             await conn.execute("DELETE FROM postings")
 
 
+async def test_a_posting_added_later_to_a_balanced_entry_is_refused(wallet_db: WalletDb) -> None:
+    """The check runs per INSERT statement over all of an entry's postings: legs split
+    across statements, or appended to an entry already written, never pass."""
+    await deposit(wallet_db.ledger, "u", "USDT", "1")
+    async with wallet_db.pool.acquire() as conn:
+        entry, account = await conn.fetchrow(
+            "SELECT p.entry_id, p.account_id FROM postings AS p"
+            " JOIN accounts AS a USING (account_id) WHERE a.user_id = 'u' LIMIT 1"
+        )
+        with pytest.raises(asyncpg.CheckViolationError, match="does not balance"):
+            await conn.execute(
+                "INSERT INTO postings (entry_id, account_id, asset, amount)"
+                " VALUES ($1, $2, 'USDT', 1)",
+                entry,
+                account,
+            )
+
+
 async def test_reconcile_reports_drift(wallet_db: WalletDb) -> None:
     ledger = wallet_db.ledger
     await deposit(ledger, "u", "USDT", "10")

@@ -152,6 +152,22 @@ def cpu_by_name(names: dict[int, str]) -> dict[str, int]:
     return out
 
 
+def ticks_by_pid(names: dict[int, str]) -> dict[int, int]:
+    return {pid: _ticks(pid) for pid in names}
+
+
+def spent_by_name(
+    names: dict[int, str], before: dict[int, int], after: dict[int, int]
+) -> dict[str, int]:
+    """CPU ticks per name between two snapshots, per pid: a process that exited meanwhile
+    (a database backend) drops out instead of making its name's figure negative."""
+    out: dict[str, int] = defaultdict(int)
+    for pid, ticks in after.items():
+        if pid in names:
+            out[names[pid]] += max(ticks - before.get(pid, 0), 0)
+    return out
+
+
 # ------------------------------------------------------------------ measuring readers
 
 
@@ -226,13 +242,12 @@ def idle_cpu(demo_pid: int, seconds: float) -> dict[str, float]:
     """CPU of every process with no input at all, in percent of one core: the fixed cost
     (polls, heartbeats, timers) that every order's share above includes at a low rate."""
     pids = classify(demo_pid, os.getpid())
-    before, t0 = cpu_by_name(pids), time.monotonic()
+    before, t0 = ticks_by_pid(pids), time.monotonic()
     time.sleep(seconds)
-    after, elapsed = cpu_by_name(pids), time.monotonic() - t0
-    percent = {
-        name: round((after[name] - before.get(name, 0)) / CLK_TCK / elapsed * 100, 1)
-        for name in after
-    }
+    pids.update(classify(demo_pid, os.getpid()))
+    spent = spent_by_name(pids, before, ticks_by_pid(pids))
+    elapsed = time.monotonic() - t0
+    percent = {name: round(ticks / CLK_TCK / elapsed * 100, 1) for name, ticks in spent.items()}
     return dict(sorted(percent.items(), key=lambda item: -item[1]))
 
 
@@ -506,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
                 samples.step = index
             pids = classify(demo.pid, os.getpid())
             timings0 = scrape_timings()
-            cpu0, own0, t0 = cpu_by_name(pids), _ticks(os.getpid()), time.monotonic()
+            cpu0, own0, t0 = ticks_by_pid(pids), _ticks(os.getpid()), time.monotonic()
             ends0 = {g: reader.end_offsets(t) for g, t in groups.items()}
             series: dict[str, list[int]] = defaultdict(list)
             done = threading.Event()
@@ -534,12 +549,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915
             if drained_s is None:
                 sustained, reason = False, reason or f"not drained within {args.drain_s:g} s"
             pids.update(classify(demo.pid, os.getpid()))
-            cpu1, own1 = cpu_by_name(pids), _ticks(os.getpid())
+            spent, own1 = spent_by_name(pids, cpu0, ticks_by_pid(pids)), _ticks(os.getpid())
             timings = timing_means(timings0, scrape_timings())
             us = 1e6 / CLK_TCK / max(offered, 1)
-            by_process = {
-                name: round((cpu1.get(name, 0) - cpu0.get(name, 0)) * us, 1) for name in cpu1
-            }
+            by_process = {name: round(ticks * us, 1) for name, ticks in spent.items()}
             with samples.lock:
                 first = list(samples.first_ms[index])
                 trades = dict(samples.trades[index])

@@ -14,6 +14,12 @@ with the engine's ``WalletClient``:
    ``settle_many`` in calls of ``--settle-batch`` -> ``settled_trades_per_s``,
    ``settle_batch_p50_ms`` / ``settle_batch_p99_ms`` (per call, client side).
 
+CPU per item, from ``/proc/<pid>/stat`` (user + system time) read around each
+phase: ``wallet_cpu_us_per_reserve`` / ``wallet_cpu_us_per_settle`` for the
+service process, ``pg_cpu_us_per_reserve`` / ``pg_cpu_us_per_settle`` for the
+PostgreSQL backends serving the service's own connections (matched on their
+client port, so other users of the shared server do not count).
+
 Baseline, same run, same database, another fresh schema of the same tables
 and triggers: ``raw_settle_rows_per_s`` -- per batch of trades, one
 transaction of set-based asyncpg statements writing exactly the rows a settle
@@ -66,6 +72,70 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_us(pid: int) -> float:
+    """User + system CPU of ``pid`` so far, in µs (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # Fields after the parenthesised command name; utime and stime are 14 and 15.
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) * 1e6 / _CLK_TCK
+
+
+def _local_pg_ports(pid: int, pg_port: int) -> set[int]:
+    """Local TCP ports of ``pid``'s connections to ``pg_port`` (its pool's sockets)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in list(f)[1:]:
+                cols = line.split()
+                local, remote, inode = cols[1], cols[2], cols[9]
+                if inode in inodes and int(remote.rsplit(":", 1)[1], 16) == pg_port:
+                    ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
+class _CpuMeter:
+    """CPU of the service process and of the PostgreSQL backends of its connections."""
+
+    def __init__(self, pid: int, dsn: str, pg_port: int) -> None:
+        self._pid, self._dsn, self._pg_port = pid, dsn, pg_port
+        self._start: tuple[float, dict[int, float]] = (0.0, {})
+
+    async def _backends(self) -> list[int]:
+        ports = _local_pg_ports(self._pid, self._pg_port)
+        conn = await asyncpg.connect(self._dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE client_port = ANY($1::int[])", list(ports)
+            )
+        finally:
+            await conn.close()
+        return [r["pid"] for r in rows]
+
+    async def start(self) -> None:
+        self._start = (_cpu_us(self._pid), {p: _cpu_us(p) for p in await self._backends()})
+
+    async def stop(self) -> tuple[float, float]:
+        """(service µs, backends µs) since ``start``; backends opened meanwhile count from 0."""
+        service = _cpu_us(self._pid) - self._start[0]
+        before = self._start[1]
+        backends = sum(_cpu_us(p) - before.get(p, 0.0) for p in await self._backends())
+        return service, backends
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -302,6 +372,13 @@ def _start_service(schema: str, port: int, log_path: str) -> subprocess.Popen[by
     raise TimeoutError("the wallet service did not become ready")
 
 
+def _py_spy(pid: int, out: str) -> subprocess.Popen[bytes]:
+    """py-spy sampling the service for both phases (``-f raw``: folded stacks)."""
+    py_spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    argv = [py_spy, "record", "-f", "raw", "-r", "200", "-o", out, "--pid", str(pid)]
+    return subprocess.Popen([*argv, "--nonblocking"], stdout=subprocess.DEVNULL)
+
+
 async def _service(settings: Settings, schema: str, args: argparse.Namespace) -> dict[str, Any]:
     dsn = settings.postgres.dsn()
     conn = await asyncpg.connect(dsn)
@@ -318,18 +395,27 @@ async def _service(settings: Settings, schema: str, args: argparse.Namespace) ->
     port = _free_port()
     proc = _start_service(schema, port, args.service_log)
     url, token = f"http://127.0.0.1:{port}", settings.wallet.service_token
+    meter = _CpuMeter(proc.pid, dsn, settings.postgres.port)
+    profiler = _py_spy(proc.pid, args.py_spy) if args.py_spy else None
     try:
         reserves = [_reserves(s, args.pairs, args.users) for s in range(args.streams)]
+        settles = [_settles(s, args.pairs, args.users) for s in range(args.streams)]
         _log(f"reserving {sum(map(len, reserves))} orders")
+        await meter.start()
         r_elapsed, r_times, r_refused = await _service_phase(
             url, token, "reserve_many", reserves, args.reserve_batch
         )
-        settles = [_settles(s, args.pairs, args.users) for s in range(args.streams)]
+        r_cpu, r_pg_cpu = await meter.stop()
         _log(f"settling {sum(map(len, settles))} trades")
+        await meter.start()
         s_elapsed, s_times, s_refused = await _service_phase(
             url, token, "settle_many", settles, args.settle_batch
         )
+        s_cpu, s_pg_cpu = await meter.stop()
     finally:
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            profiler.wait(30)
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(15)
@@ -345,6 +431,10 @@ async def _service(settings: Settings, schema: str, args: argparse.Namespace) ->
         "settled_trades_per_s": round(trades / s_elapsed),
         "settle_batch_p50_ms": round(_percentile(s_times, 0.50) * 1000, 2),
         "settle_batch_p99_ms": round(_percentile(s_times, 0.99) * 1000, 2),
+        "wallet_cpu_us_per_reserve": round(r_cpu / orders, 1),
+        "wallet_cpu_us_per_settle": round(s_cpu / trades, 1),
+        "pg_cpu_us_per_reserve": round(r_pg_cpu / orders, 1),
+        "pg_cpu_us_per_settle": round(s_pg_cpu / trades, 1),
         "orders": orders,
         "trades": trades,
     }
@@ -389,6 +479,7 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=50, help="funded users per stream")
     parser.add_argument("--reserve-batch", type=int, default=500)
     parser.add_argument("--settle-batch", type=int, default=100)
+    parser.add_argument("--py-spy", metavar="OUT", help="profile the service into OUT (raw)")
     parser.add_argument("--service-log", default=os.devnull, help="the service's output")
     return parser.parse_args()
 

@@ -21,7 +21,9 @@ from trade_engine.connectors.wallet.exceptions import (
 from trade_engine.connectors.wallet.models import (
     ReleaseRequest,
     ReserveRequest,
+    ReserveResponse,
     SettleTradeRequest,
+    SettleTradeResponse,
     TransferRequest,
 )
 from trade_engine.wallet.service import ServiceConfig, create_app
@@ -227,6 +229,51 @@ async def test_batches(http: TestClient[Any, Any]) -> None:
     for bad in ({"items": []}, {"items": "x"}, [1]):
         status, err = await post(http, "/api/v1/wallets/release/batch", bad)
         assert (status, err["code"]) == (400, "VALIDATION_ERROR")
+
+
+async def test_batch_answers_read_as_single_ones(http: TestClient[Any, Any]) -> None:
+    """The msgspec batch path answers what the pydantic single path answers: the same
+    fields in the same order, the same stored answer and request hash whichever
+    endpoint saw a key first (non-ASCII text and non-canonical amounts included)."""
+    await fund(http, "u", "USDT", "100")
+    await fund(http, "v", "BTC", "10")
+    first = {"user_id": "u", "asset": "USDT", "amount": "1.50", "order_id": "o1", "reason": "café"}
+    second = {"user_id": "v", "asset": "BTC", "amount": "2", "order_id": "o2"}
+    resp = await http.post("/api/v1/wallets/reserve/batch", json={"items": [first]}, headers=AUTH)
+    assert resp.headers["Content-Type"] == "application/json; charset=utf-8"
+    (batched,) = (await resp.json())["results"]
+    assert list(batched) == ["index", "ok", "result"]
+    assert list(batched["result"]) == list(ReserveResponse.model_fields)
+    assert batched["result"]["amount"] == "1.5"
+    resp = await http.post("/api/v1/wallets/reserve", json=first, headers=AUTH)
+    assert resp.headers.get("Idempotent-Replayed") == "true"
+    assert await resp.json() == batched["result"]
+    # A key first seen by the single endpoint replays through the batch one.
+    status, single = await post(http, "/api/v1/wallets/reserve", second)
+    assert status == 200
+    status, body = await post(http, "/api/v1/wallets/reserve/batch", {"items": [first, second]})
+    assert [r["result"] for r in body["results"]] == [batched["result"], single]
+    trade = {
+        "trade_id": "t1",
+        "buyer_user_id": "u",
+        "seller_user_id": "v",
+        "buyer_order_id": "o1",
+        "seller_order_id": "o2",
+        "base_asset": "BTC",
+        "quote_asset": "USDT",
+        "quantity": "0.5",
+        "price": "3",
+        "buyer_fee": "0.001",
+    }
+    status, body = await post(http, "/api/v1/wallets/settle-trade/batch", {"items": [trade]})
+    (settled,) = body["results"]
+    assert list(settled["result"]) == list(SettleTradeResponse.model_fields)
+    assert settled["result"]["buyer_balances"] == {
+        "BTC": {"available": "0.499", "reserved": "0"},
+        "USDT": {"available": "98.5", "reserved": "0"},
+    }
+    status, again = await post(http, "/api/v1/wallets/settle-trade", trade)
+    assert (status, again) == (200, settled["result"])
 
 
 async def test_client_against_service(http: TestClient[Any, Any]) -> None:

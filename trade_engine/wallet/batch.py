@@ -26,16 +26,20 @@ at that point of the batch. A batch that names the same key twice is handed
 back to the per-item path (the caller's fallback), as is one that finds a new
 hold created under it by a concurrent request; both are rare.
 
-This module never talks HTTP; it is the ledger's, used by ``Ledger.apply_many``.
+Items arrive as ``wire`` Structs (amounts as canonical text, parsed here once)
+and every answer leaves as the JSON bytes that are both stored as the key's
+response and sent back (``Encoded``): no pydantic model per item.
+
+This module never talks HTTP; it is the ledger's, used by ``Ledger.apply_batch``.
 """
 
 from __future__ import annotations
 
-import uuid
+import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
 import asyncpg
 
@@ -46,50 +50,48 @@ from trade_engine.connectors.wallet.exceptions import (
     ReservationMismatchError,
     ReservationNotFoundError,
     WalletError,
+    error_from_item,
 )
-from trade_engine.connectors.wallet.models import (
-    SYSTEM_USER,
-    ReleaseRequest,
-    ReleaseResponse,
-    ReserveRequest,
-    ReserveResponse,
-    SettleTradeRequest,
-    SettleTradeResponse,
+from trade_engine.connectors.wallet.models import SYSTEM_USER, format_amount
+from trade_engine.connectors.wallet.wire import (
+    Balance,
+    Item,
+    ReleaseItem,
+    ReleaseResult,
+    ReserveItem,
+    ReserveResult,
+    Result,
+    SettleItem,
+    SettleResult,
+    decode_result,
+    encode,
+    notional,
+    request_hash,
 )
 from trade_engine.wallet.rules import (
-    Account,
     AccountKey,
-    Hold,
-    Outcome,
-    by_asset,
+    Encoded,
     check_funds,
     check_hold_owner,
     check_remaining,
     columns,
     refusal_is_final,
     refusal_json,
-    replayed,
     settle_accounts,
 )
 
-BatchRequest = ReserveRequest | ReleaseRequest | SettleTradeRequest
-BatchResponse = ReserveResponse | ReleaseResponse | SettleTradeResponse
-MODELS: dict[str, type[Any]] = {
-    "reserve": ReserveResponse,
-    "release": ReleaseResponse,
-    "settle": SettleTradeResponse,
-}
+_ZERO = Decimal(0)
 
 
 class FallBackError(Exception):
     """This batch needs the per-item path (nothing was written)."""
 
 
-def key_of(op: str, req: BatchRequest) -> str:
-    return req.trade_id if isinstance(req, SettleTradeRequest) else req.key
+def key_of(item: Item) -> str:
+    return item.trade_id if isinstance(item, SettleItem) else item.key
 
 
-@dataclass
+@dataclass(slots=True)
 class _HoldRow:
     order_id: str
     reservation_id: str
@@ -97,33 +99,33 @@ class _HoldRow:
     asset: str
     remaining: Decimal
     new: bool = False
-    reserved: Decimal = Decimal(0)  # deltas to write
-    settled: Decimal = Decimal(0)
-    released: Decimal = Decimal(0)
-
-    def view(self) -> Hold:
-        return Hold(self.order_id, self.reservation_id, self.user_id, self.asset, self.remaining)
+    reserved: Decimal = _ZERO  # deltas to write
+    settled: Decimal = _ZERO
+    released: Decimal = _ZERO
 
 
-@dataclass
+@dataclass(slots=True)
 class _AccountRow:
     account_id: int
     key: AccountKey
     balance: Decimal
-    delta: Decimal = Decimal(0)
+    delta: Decimal = _ZERO
+    _text: str | None = None  # format_amount(balance), until the balance moves
 
-    def view(self) -> Account:
-        return Account(self.account_id, self.key, self.balance)
+    def text(self) -> str:
+        if self._text is None:
+            self._text = format_amount(self.balance)
+        return self._text
 
 
-@dataclass
+@dataclass(slots=True)
 class _Applied:
     index: int
     key: str
     ref: str
     reason: str | None
     legs: list[tuple[int, str, Decimal]]  # (account_id, asset, amount)
-    build: Any  # entry_id -> response
+    result: Result  # its entry id is set once the journal entries are written
 
 
 @dataclass
@@ -140,84 +142,84 @@ class _State:
             if account.key[0] != SYSTEM_USER:
                 account.balance += amount
                 account.delta += amount
+                account._text = None
         return out
 
 
-def _reserve(state: _State, index: int, key: str, req: ReserveRequest) -> _Applied:
+_V4 = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
+_V4_MASK = ~((0xF000 << 64) | (0xC000 << 48))
+
+
+def new_reservation_id() -> str:
+    """A random version-4 UUID as text, as ``str(uuid.uuid4())`` writes it, at half its
+    cost: no ``UUID`` object per new hold (it showed in the service's reserve profile)."""
+    n = int.from_bytes(os.urandom(16)) & _V4_MASK | _V4
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _reserve(state: _State, index: int, key: str, req: ReserveItem) -> _Applied:
+    amount = Decimal(req.amount)
     hold = state.holds.get(req.order_id)
     if hold is not None:
-        check_hold_owner(hold.view(), req.user_id, req.asset)
+        check_hold_owner(hold, req.user_id, req.asset)
     available = state.accounts.get((req.user_id, req.asset, "available"))
     if available is None:
         raise AccountNotFoundError(
             f"user {req.user_id!r} has no {req.asset} account",
             {"user_id": req.user_id, "asset": req.asset},
         )
-    check_funds(available.view(), req.amount)
+    check_funds(available, amount)
     held = state.accounts[(req.user_id, req.asset, "held")]
     if hold is None:
-        hold = _HoldRow(req.order_id, str(uuid.uuid4()), req.user_id, req.asset, Decimal(0), True)
+        hold = _HoldRow(req.order_id, new_reservation_id(), req.user_id, req.asset, _ZERO, True)
         state.holds[req.order_id] = hold
-    legs = state.post([(available, -req.amount), (held, req.amount)])
-    hold.reserved += req.amount
-    hold.remaining += req.amount
-    response: dict[str, Any] = dict(
+    legs = state.post([(available, -amount), (held, amount)])
+    hold.reserved += amount
+    hold.remaining += amount
+    result = ReserveResult(
         reservation_id=hold.reservation_id,
         order_id=req.order_id,
         user_id=req.user_id,
         asset=req.asset,
-        amount=req.amount,
-        hold_remaining=hold.remaining,
-        available_balance=available.balance,
-        reserved_balance=held.balance,
+        amount=req.amount,  # canonical already
+        hold_remaining=format_amount(hold.remaining),
+        available_balance=available.text(),
+        reserved_balance=held.text(),
     )
-    return _Applied(
-        index,
-        key,
-        req.order_id,
-        req.reason,
-        legs,
-        lambda entry_id: ReserveResponse(**response, entry_id=entry_id),
-    )
+    return _Applied(index, key, req.order_id, req.reason, legs, result)
 
 
-def _release(state: _State, index: int, key: str, req: ReleaseRequest) -> _Applied:
+def _release(state: _State, index: int, key: str, req: ReleaseItem) -> _Applied:
     hold = state.holds.get(req.order_id)
     if hold is None:
         raise ReservationNotFoundError(
             f"no hold for order {req.order_id!r}", {"order_id": req.order_id}
         )
-    check_hold_owner(hold.view(), req.user_id, req.asset)
+    check_hold_owner(hold, req.user_id, req.asset)
     if req.reservation_id is not None and req.reservation_id != hold.reservation_id:
         raise ReservationMismatchError(
             f"order {req.order_id!r} has reservation {hold.reservation_id}",
             {"order_id": req.order_id, "reservation_id": hold.reservation_id},
         )
-    amount = hold.remaining if req.amount is None else req.amount
-    check_remaining(hold.view(), amount)
+    amount = hold.remaining if req.amount is None else Decimal(req.amount)
+    check_remaining(hold, amount)
     available = state.accounts[(req.user_id, req.asset, "available")]
     held = state.accounts[(req.user_id, req.asset, "held")]
     legs = state.post([(held, -amount), (available, amount)])
     hold.released += amount
     hold.remaining -= amount
-    response: dict[str, Any] = dict(
+    result = ReleaseResult(
         reservation_id=hold.reservation_id,
         order_id=req.order_id,
         user_id=req.user_id,
         asset=req.asset,
-        released_amount=amount,
-        hold_remaining=hold.remaining,
-        available_balance=available.balance,
-        reserved_balance=held.balance,
+        released_amount=format_amount(amount),
+        hold_remaining=format_amount(hold.remaining),
+        available_balance=available.text(),
+        reserved_balance=held.text(),
     )
-    return _Applied(
-        index,
-        key,
-        req.order_id,
-        req.reason,
-        legs,
-        lambda entry_id: ReleaseResponse(**response, entry_id=entry_id),
-    )
+    return _Applied(index, key, req.order_id, req.reason, legs, result)
 
 
 def _settle_hold(
@@ -226,64 +228,61 @@ def _settle_hold(
     hold = state.holds.get(order_id)
     if hold is None:
         raise ReservationNotFoundError(f"no hold for order {order_id!r}", {"order_id": order_id})
-    check_hold_owner(hold.view(), user_id, asset)
-    check_remaining(hold.view(), amount)
+    check_hold_owner(hold, user_id, asset)
+    check_remaining(hold, amount)
     return hold
 
 
-def _balances_of(state: _State, user_id: str, assets: tuple[str, str]) -> dict[str, Any]:
-    rows: list[Any] = [
-        {"asset": asset, "kind": kind, "balance": account.balance}
-        for asset in assets
-        for kind in ("available", "held")
-        for account in [state.accounts.get((user_id, asset, kind))]
-        if account is not None
-    ]
-    return by_asset(rows)
+def _balances_of(state: _State, user_id: str, assets: list[str]) -> dict[str, Balance]:
+    """``by_asset`` of the user's accounts in ``assets`` (sorted), from the batch's rows."""
+    out: dict[str, Balance] = {}
+    for asset in assets:
+        available = state.accounts.get((user_id, asset, "available"))
+        held = state.accounts.get((user_id, asset, "held"))
+        if available is not None or held is not None:
+            out[asset] = Balance(
+                available=available.text() if available is not None else "0",
+                reserved=held.text() if held is not None else "0",
+            )
+    return out
 
 
-def _settle(state: _State, index: int, key: str, req: SettleTradeRequest) -> _Applied:
+def _settle(state: _State, index: int, key: str, req: SettleItem) -> _Applied:
     base, quote = req.base_asset, req.quote_asset
-    notional = req.notional()
-    buyer_hold = _settle_hold(state, req.buyer_order_id, req.buyer_user_id, quote, notional)
-    seller_hold = _settle_hold(state, req.seller_order_id, req.seller_user_id, base, req.quantity)
+    quantity, buyer_fee, seller_fee = (
+        Decimal(req.quantity),
+        Decimal(req.buyer_fee),
+        Decimal(req.seller_fee),
+    )
+    total = notional(Decimal(req.price), quantity)
+    buyer_hold = _settle_hold(state, req.buyer_order_id, req.buyer_user_id, quote, total)
+    seller_hold = _settle_hold(state, req.seller_order_id, req.seller_user_id, base, quantity)
     keys = settle_accounts(req)
     acc = state.accounts
     legs = state.post(
         [
-            (acc[keys[0]], -notional),
-            (acc[keys[3]], notional - req.seller_fee),
-            (acc[keys[5]], req.seller_fee),
-            (acc[keys[2]], -req.quantity),
-            (acc[keys[1]], req.quantity - req.buyer_fee),
-            (acc[keys[4]], req.buyer_fee),
+            (acc[keys[0]], -total),
+            (acc[keys[3]], total - seller_fee),
+            (acc[keys[5]], seller_fee),
+            (acc[keys[2]], -quantity),
+            (acc[keys[1]], quantity - buyer_fee),
+            (acc[keys[4]], buyer_fee),
         ]
     )
-    buyer_hold.settled += notional
-    buyer_hold.remaining -= notional
-    seller_hold.settled += req.quantity
-    seller_hold.remaining -= req.quantity
-    response: dict[str, Any] = dict(
+    buyer_hold.settled += total
+    buyer_hold.remaining -= total
+    seller_hold.settled += quantity
+    seller_hold.remaining -= quantity
+    assets = sorted((base, quote))
+    result = SettleResult(
         trade_id=req.trade_id,
-        quote_quantity=notional,
-        buyer_hold_remaining=buyer_hold.remaining,
-        seller_hold_remaining=seller_hold.remaining,
-        buyer_balances=_balances_of(state, req.buyer_user_id, (base, quote)),
-        seller_balances=_balances_of(state, req.seller_user_id, (base, quote)),
+        quote_quantity=format_amount(total),
+        buyer_hold_remaining=format_amount(buyer_hold.remaining),
+        seller_hold_remaining=format_amount(seller_hold.remaining),
+        buyer_balances=_balances_of(state, req.buyer_user_id, assets),
+        seller_balances=_balances_of(state, req.seller_user_id, assets),
     )
-    return _Applied(
-        index,
-        key,
-        req.trade_id,
-        None,
-        legs,
-        lambda entry_id: SettleTradeResponse(
-            **response,
-            entry_id=entry_id,
-            buyer_ledger_entry_id=entry_id,
-            seller_ledger_entry_id=entry_id,
-        ),
-    )
+    return _Applied(index, key, req.trade_id, None, legs, result)
 
 
 _APPLY: dict[str, Callable[..., _Applied]] = {
@@ -293,29 +292,31 @@ _APPLY: dict[str, Callable[..., _Applied]] = {
 }
 
 
-def touched(op: str, req: BatchRequest) -> tuple[list[str], list[AccountKey]]:
+def touched(item: Item) -> tuple[list[str], list[AccountKey]]:
     """The holds an item reads and the accounts it reads or moves (all created beforehand)."""
-    if isinstance(req, SettleTradeRequest):
-        users = (req.buyer_user_id, req.seller_user_id)
-        assets = (req.base_asset, req.quote_asset)
+    if isinstance(item, SettleItem):
+        users = (item.buyer_user_id, item.seller_user_id)
+        assets = (item.base_asset, item.quote_asset)
         keys = [(u, a, k) for u in users for a in assets for k in ("available", "held")]
-        return [req.buyer_order_id, req.seller_order_id], keys + settle_accounts(req)[4:]
-    return [req.order_id], [(req.user_id, req.asset, "available"), (req.user_id, req.asset, "held")]
+        return [item.buyer_order_id, item.seller_order_id], keys + settle_accounts(item)[4:]
+    return [item.order_id], [
+        (item.user_id, item.asset, "available"),
+        (item.user_id, item.asset, "held"),
+    ]
 
 
 async def apply(
-    conn: asyncpg.Connection, op: str, reqs: Sequence[BatchRequest]
-) -> list[Outcome[Any] | WalletError]:
-    """Apply ``reqs`` (one kind) in one transaction; raises ``FallBackError`` when it cannot."""
-    keys = [key_of(op, r) for r in reqs]
+    conn: asyncpg.Connection, op: str, items: Sequence[Item]
+) -> list[Encoded | WalletError]:
+    """Apply ``items`` (one kind) in one transaction; raises ``FallBackError`` when it cannot."""
+    keys = [key_of(r) for r in items]
     if len(set(keys)) != len(keys):
         raise FallBackError("a key appears twice in the batch")
-    model = MODELS[op]
-    out: list[Outcome[Any] | WalletError | None] = [None] * len(reqs)
-    hashes = [r.request_hash() for r in reqs]
+    out: list[Encoded | WalletError | None] = [None] * len(items)
+    hashes = [request_hash(r) for r in items]
     try:
         async with conn.transaction():
-            order = sorted(range(len(reqs)), key=keys.__getitem__)
+            order = sorted(range(len(items)), key=keys.__getitem__)
             fresh = {
                 row["key"]
                 for row in await conn.fetch(
@@ -327,13 +328,23 @@ async def apply(
                     [hashes[i] for i in order],
                 )
             }
-            await _replays(conn, op, keys=keys, hashes=hashes, fresh=fresh, model=model, out=out)
+            await _replays(conn, op, keys=keys, hashes=hashes, fresh=fresh, out=out)
             todo = [i for i, k in enumerate(keys) if k in fresh]
             if todo:
-                await _apply_fresh(conn, op, reqs=reqs, keys=keys, todo=todo, out=out)
+                await _apply_fresh(conn, op, items=items, keys=keys, todo=todo, out=out)
     except asyncpg.CheckViolationError as exc:
         raise InternalError(f"ledger constraint violated: {exc}", {"op": op}) from exc
     return [r for r in out if r is not None]
+
+
+def replayed(op: str, stored: str) -> Encoded | WalletError:
+    """A key's stored answer: its response (re-encoded, so its fields keep their order)
+    or the refusal it was given (``rules.replayed``'s reading)."""
+    if '"refused"' in stored:
+        data = json.loads(stored)
+        if isinstance(data, dict) and "refused" in data:
+            return error_from_item(data["refused"])
+    return Encoded(encode(decode_result(op, stored)), True)
 
 
 async def _replays(
@@ -343,8 +354,7 @@ async def _replays(
     keys: list[str],
     hashes: list[str],
     fresh: set[str],
-    model: type[Any],
-    out: list[Outcome[Any] | WalletError | None],
+    out: list[Encoded | WalletError | None],
 ) -> None:
     old = [k for k in keys if k not in fresh]
     if not old:
@@ -366,14 +376,14 @@ async def _replays(
                 {"op": op, "key": key},
             )
         else:
-            out[i] = replayed(row["response"], model)
+            out[i] = replayed(op, row["response"])
 
 
 async def _store_refusals(
     conn: asyncpg.Connection,
     op: str,
     refused: list[str],
-    out: list[Outcome[Any] | WalletError | None],
+    out: list[Encoded | WalletError | None],
     keys: list[str],
 ) -> None:
     """A refused reserve keeps its refusal as the key's answer (``refusal_is_final``);
@@ -398,11 +408,11 @@ async def _store_refusals(
         )
 
 
-async def _lock(conn: asyncpg.Connection, op: str, reqs: Sequence[BatchRequest]) -> _State:
+async def _lock(conn: asyncpg.Connection, items: Sequence[Item]) -> _State:
     orders: set[str] = set()
     accounts: set[AccountKey] = set()
-    for req in reqs:
-        o, a = touched(op, req)
+    for item in items:
+        o, a = touched(item)
         orders.update(o)
         accounts.update(a)
     state = _State()
@@ -433,17 +443,18 @@ async def _apply_fresh(
     conn: asyncpg.Connection,
     op: str,
     *,
-    reqs: Sequence[BatchRequest],
+    items: Sequence[Item],
     keys: list[str],
     todo: list[int],
-    out: list[Outcome[Any] | WalletError | None],
+    out: list[Encoded | WalletError | None],
 ) -> None:
-    state = await _lock(conn, op, [reqs[i] for i in todo])
+    state = await _lock(conn, [items[i] for i in todo])
     applied: list[_Applied] = []
     refused: list[str] = []
+    step = _APPLY[op]
     for i in todo:
         try:
-            applied.append(_APPLY[op](state, i, keys[i], reqs[i]))
+            applied.append(step(state, i, keys[i], items[i]))
         except WalletError as exc:
             out[i] = exc
             refused.append(keys[i])
@@ -465,9 +476,14 @@ async def _apply_fresh(
     await _write_holds(conn, state)
     responses = []
     for a in applied:
-        response = a.build(entry_ids[a.key])
-        out[a.index] = Outcome(response, False)
-        responses.append(response.model_dump_json())
+        result = a.result
+        if isinstance(result, SettleResult):
+            result.set_entry(entry_ids[a.key])
+        else:
+            result.entry_id = entry_ids[a.key]
+        body = encode(result)  # the one encode: stored below and sent as these bytes
+        out[a.index] = Encoded(body, False)
+        responses.append(body.decode())
     await conn.execute(
         "UPDATE operations AS o SET response = d.response::jsonb, entry_id = d.entry_id"
         " FROM unnest($2::text[], $3::text[], $4::bigint[]) AS d(key, response, entry_id)"

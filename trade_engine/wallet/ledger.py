@@ -44,10 +44,12 @@ from trade_engine.connectors.wallet.models import (
     TransferRequest,
     TransferResponse,
 )
+from trade_engine.connectors.wallet.wire import Item, from_model, to_builtins
 from trade_engine.wallet import batch
 from trade_engine.wallet.rules import (
     Account,
     AccountKey,
+    Encoded,
     Hold,
     Outcome,
     R,
@@ -128,33 +130,57 @@ class Ledger:
                 c, "withdraw", req.idempotency_key, req=req, model=TransferResponse, apply=_withdraw
             )
 
+    async def apply_batch(
+        self, op: str, items: Sequence[Item], conn: asyncpg.Connection | None = None
+    ) -> list[Encoded | WalletError]:
+        """Per item (one kind: reserve, release or settle) its answer as JSON, or its error,
+        in order: the service's batch path (no pydantic model per item).
+
+        One transaction for the whole batch (``batch.py``); each item's answer is
+        the one its single operation would have given at that point of the batch.
+        Batches the set-based path cannot take run item by item, each in its own
+        transaction, through the single operations.
+        """
+        async with self.connection(conn) as c:
+            await self._ensure_accounts(c, [k for r in items for k in _ensure_keys(op, r)])
+            try:
+                return await batch.apply(c, op, items)
+            except batch.FallBackError:
+                pass
+            single = self._single(op)
+            request = _REQUESTS[op]
+            out: list[Encoded | WalletError] = []
+            for item in items:
+                try:
+                    outcome = await single(request.model_validate(to_builtins(item)), c)
+                except WalletError as exc:
+                    out.append(exc)
+                else:
+                    out.append(
+                        Encoded(outcome.response.model_dump_json().encode(), outcome.replayed)
+                    )
+            return out
+
     async def apply_many(
         self, op: str, reqs: Sequence[Any], conn: asyncpg.Connection | None = None
     ) -> list[Outcome[Any] | WalletError]:
-        """Per item (one kind: reserve, release or settle) its outcome or its error, in order.
+        """``apply_batch`` for pydantic requests, answering pydantic outcomes (tools, tests)."""
+        model = _RESPONSES[op]
+        answers = await self.apply_batch(op, [from_model(op, r) for r in reqs], conn)
+        return [
+            a
+            if isinstance(a, WalletError)
+            else Outcome(model.model_validate_json(a.body), a.replayed)
+            for a in answers
+        ]
 
-        One transaction for the whole batch (``batch.py``); each item's answer is
-        the one its single operation would have given at that point. Batches the
-        set-based path cannot take run item by item, each in its own transaction.
-        """
+    def _single(self, op: str) -> Callable[[Any, asyncpg.Connection], Awaitable[Outcome[Any]]]:
         single: dict[str, Callable[[Any, asyncpg.Connection], Awaitable[Outcome[Any]]]] = {
             "reserve": self.reserve,
             "release": self.release,
             "settle": self.settle_trade,
         }
-        async with self.connection(conn) as c:
-            await self._ensure_accounts(c, [k for r in reqs for k in _ensure_keys(op, r)])
-            try:
-                return await batch.apply(c, op, reqs)
-            except batch.FallBackError:
-                pass
-            out: list[Outcome[Any] | WalletError] = []
-            for req in reqs:
-                try:
-                    out.append(await single[op](req, c))
-                except WalletError as exc:
-                    out.append(exc)
-            return out
+        return single[op]
 
     async def balances(self, user_id: str) -> BalancesResponse:
         async with self._pool.acquire() as c:
@@ -184,6 +210,18 @@ class Ledger:
             *columns(missing),
         )
         self._known_accounts.update(missing)
+
+
+_REQUESTS: dict[str, type[ReserveRequest | ReleaseRequest | SettleTradeRequest]] = {
+    "reserve": ReserveRequest,
+    "release": ReleaseRequest,
+    "settle": SettleTradeRequest,
+}
+_RESPONSES: dict[str, type[ReserveResponse | ReleaseResponse | SettleTradeResponse]] = {
+    "reserve": ReserveResponse,
+    "release": ReleaseResponse,
+    "settle": SettleTradeResponse,
+}
 
 
 # --- idempotency ---------------------------------------------------------------------

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 import asyncpg
 
@@ -33,6 +33,7 @@ from trade_engine.connectors.wallet.models import (
     TransferResponse,
     format_amount,
 )
+from trade_engine.connectors.wallet.wire import SettleItem
 
 AccountKey = tuple[str, str, str]  # (user_id, asset, kind)
 
@@ -43,6 +44,33 @@ R = TypeVar("R", ReserveResponse, ReleaseResponse, SettleTradeResponse, Transfer
 class Outcome(NamedTuple, Generic[R]):
     response: R
     replayed: bool  # an earlier identical request's stored result
+
+
+class Encoded(NamedTuple):
+    """An answer of the batch path, already JSON (stored and sent as these bytes)."""
+
+    body: bytes
+    replayed: bool
+
+
+class AccountView(Protocol):
+    """What the checks read of an account: ``Account`` or the batch's mutable row."""
+
+    @property
+    def key(self) -> AccountKey: ...
+    @property
+    def balance(self) -> Decimal: ...
+
+
+class HoldView(Protocol):
+    @property
+    def order_id(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def asset(self) -> str: ...
+    @property
+    def remaining(self) -> Decimal: ...
 
 
 @dataclass(frozen=True)
@@ -90,7 +118,7 @@ def replayed(response: Any, model: type[R]) -> Outcome[R] | WalletError:
     return Outcome(model.model_validate(response), True)
 
 
-def settle_accounts(req: SettleTradeRequest) -> list[AccountKey]:
+def settle_accounts(req: SettleTradeRequest | SettleItem) -> list[AccountKey]:
     base, quote = req.base_asset, req.quote_asset
     return [
         (req.buyer_user_id, quote, "held"),
@@ -102,7 +130,7 @@ def settle_accounts(req: SettleTradeRequest) -> list[AccountKey]:
     ]
 
 
-def check_funds(account: Account, amount: Decimal) -> None:
+def check_funds(account: AccountView, amount: Decimal) -> None:
     if account.balance < amount:
         user_id, asset, _ = account.key
         raise InsufficientBalanceError(
@@ -117,7 +145,7 @@ def check_funds(account: Account, amount: Decimal) -> None:
         )
 
 
-def check_hold_owner(hold: Hold, user_id: str, asset: str) -> None:
+def check_hold_owner(hold: HoldView, user_id: str, asset: str) -> None:
     if (hold.user_id, hold.asset) != (user_id, asset):
         raise ReservationMismatchError(
             f"order {hold.order_id!r} holds {hold.asset} of user {hold.user_id!r},"
@@ -126,7 +154,7 @@ def check_hold_owner(hold: Hold, user_id: str, asset: str) -> None:
         )
 
 
-def check_remaining(hold: Hold, amount: Decimal) -> None:
+def check_remaining(hold: HoldView, amount: Decimal) -> None:
     if amount > hold.remaining:
         raise ReservationExceededError(
             f"order {hold.order_id!r} has {format_amount(hold.remaining)} {hold.asset} held,"

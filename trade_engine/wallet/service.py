@@ -3,9 +3,11 @@
 Routes are listed in ``docs/wallet.md``. Every ``/api/`` route needs
 ``Authorization: Bearer <token>``, compared in constant time; admin routes take
 the admin token when one is configured, else the service token. Every error is
-``{"code", "message", "details"}`` with a stable code. Batch routes run each item
-in its own transaction, in request order, on one connection, and answer 200 with
-one result per item.
+``{"code", "message", "details"}`` with a stable code. Batch routes decode their
+body once into msgspec Structs (``connectors/wallet/wire.py``; pydantic words the
+errors of a body they refuse), apply the items in request order in one
+transaction (``batch.py``) and answer 200 with one result per item, each result
+the bytes stored as its key's answer: no pydantic model per item.
 """
 
 from __future__ import annotations
@@ -15,15 +17,18 @@ import hmac
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from trade_engine.connectors.wallet import wire
 from trade_engine.connectors.wallet.exceptions import (
     InternalError,
     UnauthorizedError,
@@ -33,8 +38,6 @@ from trade_engine.connectors.wallet.exceptions import (
 )
 from trade_engine.connectors.wallet.models import (
     MAX_BATCH_ITEMS,
-    BatchItemResult,
-    ErrorBody,
     ReleaseRequest,
     ReserveRequest,
     SettleTradeRequest,
@@ -51,6 +54,7 @@ log = logging.getLogger(__name__)
 API = "/api/v1"
 _ADMIN_PREFIX = f"{API}/admin/"
 _MAX_BODY_BYTES = 4 * 1024 * 1024
+_JSON = "application/json"
 _UNAVAILABLE = (
     OSError,
     TimeoutError,
@@ -74,6 +78,8 @@ class ServiceConfig:
 
 
 CONFIG = web.AppKey("wallet_config", ServiceConfig)
+# (service token, admin token) as bytes, encoded once rather than on every request.
+_TOKENS = web.AppKey("wallet_tokens", tuple[bytes, bytes | None])
 LEDGER = web.AppKey("wallet_ledger", Ledger)
 
 _Apply = Callable[[Ledger, Any, asyncpg.Connection | None], Awaitable[Outcome[Any]]]
@@ -90,6 +96,11 @@ def create_app(config: ServiceConfig) -> web.Application:
     """The service; its PostgreSQL schema is created or upgraded when it starts."""
     app = web.Application(middlewares=[_errors, _auth], client_max_size=_MAX_BODY_BYTES)
     app[CONFIG] = config
+    admin = config.admin_token
+    app[_TOKENS] = (
+        config.service_token.get_secret_value().encode(),
+        admin.get_secret_value().encode() if admin is not None else None,
+    )
     app.cleanup_ctx.append(_database)
     for op in ("reserve", "release", "settle-trade"):
         app.router.add_post(f"{API}/wallets/{op}", _single(op))
@@ -152,15 +163,13 @@ async def _errors(request: web.Request, handler: _Handler) -> web.StreamResponse
 
 @web.middleware
 async def _auth(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    if request.path.startswith("/api/"):
-        config = request.app[CONFIG]
-        expected = config.service_token
-        if request.path.startswith(_ADMIN_PREFIX) and config.admin_token is not None:
-            expected = config.admin_token
+    path = request.path
+    if path.startswith("/api/"):
+        expected, admin = request.app[_TOKENS]
+        if admin is not None and path.startswith(_ADMIN_PREFIX):
+            expected = admin
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.strip().encode(), expected.get_secret_value().encode()
-        ):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
             raise UnauthorizedError("missing or invalid bearer token")
     return await handler(request)
 
@@ -220,45 +229,64 @@ _LEDGER_OP = {"reserve": "reserve", "release": "release", "settle-trade": "settl
 
 def _batch(op: str) -> _Handler:
     model, _ = _OPERATIONS[op]
+    ledger_op = _LEDGER_OP[op]
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        body = await _body(request)
-        items = body.get("items") if isinstance(body, dict) else None
-        if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH_ITEMS:
-            raise ValidationFailedError(
-                f'body must be {{"items": [...]}} with 1 to {MAX_BATCH_ITEMS} items',
-                {"max_items": MAX_BATCH_ITEMS},
-            )
-        results: list[BatchItemResult | None] = [None] * len(items)
-        valid: list[tuple[int, Any]] = []
-        for index, raw in enumerate(items):
-            try:
-                valid.append((index, _validate(model, raw)))
-            except ValidationFailedError as exc:
-                results[index] = _item_error(op, index, exc)
-        if valid:
+        # One typed decode of the whole body (msgspec); anything it refuses takes the
+        # pydantic path, which accepts it or words each error as it always did.
+        items = None
+        if request.charset in (None, "utf-8"):  # msgspec reads UTF-8 only
+            items = wire.decode_batch(ledger_op, await request.read())
+        if items is None:
+            pending, results = await _validate_batch(request, op, model)
+        else:
+            pending, results = list(enumerate(items)), {}
+        counts: Counter[str] = Counter()
+        if pending:
             # One transaction for the batch; each item's answer is its own.
-            outcomes = await request.app[LEDGER].apply_many(
-                _LEDGER_OP[op], [req for _, req in valid]
+            answers = await request.app[LEDGER].apply_batch(
+                ledger_op, [item for _, item in pending]
             )
-            for (index, _), outcome in zip(valid, outcomes, strict=True):
-                if isinstance(outcome, WalletError):
-                    results[index] = _item_error(op, index, outcome)
-                    continue
-                metrics.OPERATIONS.labels(op, "replayed" if outcome.replayed else "applied").inc()
-                result = outcome.response.model_dump(mode="json")
-                results[index] = BatchItemResult(index=index, ok=True, result=result)
-        return _json(
-            {"results": [r.model_dump(mode="json", exclude_none=True) for r in results if r]}
-        )
+            for (index, _), answer in zip(pending, answers, strict=True):
+                if isinstance(answer, WalletError):
+                    results[index] = _item_error(index, answer)
+                    counts[answer.code] += 1
+                else:
+                    results[index] = wire.ItemResult(index, True, msgspec.Raw(answer.body))
+                    counts["replayed" if answer.replayed else "applied"] += 1
+        for result, n in counts.items():  # one label lookup per outcome, not per item
+            metrics.OPERATIONS.labels(op, result).inc(n)
+        reply = wire.BatchAnswer([results[i] for i in sorted(results)])
+        return web.Response(body=wire.encode(reply), content_type=_JSON, charset="utf-8")
 
     return handle
 
 
-def _item_error(op: str, index: int, exc: WalletError) -> BatchItemResult:
-    metrics.OPERATIONS.labels(op, exc.code).inc()
-    error = ErrorBody(code=exc.code, message=exc.message, details=exc.details)
-    return BatchItemResult(index=index, ok=False, error=error)
+async def _validate_batch(
+    request: web.Request, op: str, model: type[BaseModel]
+) -> tuple[list[tuple[int, wire.Item]], dict[int, wire.ItemResult]]:
+    """The pydantic path: the body's valid items, and an error per invalid one."""
+    body = await _body(request)
+    items = body.get("items") if isinstance(body, dict) else None
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH_ITEMS:
+        raise ValidationFailedError(
+            f'body must be {{"items": [...]}} with 1 to {MAX_BATCH_ITEMS} items',
+            {"max_items": MAX_BATCH_ITEMS},
+        )
+    ledger_op = _LEDGER_OP[op]
+    pending: list[tuple[int, wire.Item]] = []
+    errors: dict[int, wire.ItemResult] = {}
+    for index, raw in enumerate(items):
+        try:
+            pending.append((index, wire.from_model(ledger_op, _validate(model, raw))))
+        except ValidationFailedError as exc:
+            metrics.OPERATIONS.labels(op, exc.code).inc()
+            errors[index] = _item_error(index, exc)
+    return pending, errors
+
+
+def _item_error(index: int, exc: WalletError) -> wire.ItemResult:
+    return wire.ItemResult(index, False, error=exc.body())
 
 
 async def _balances(request: web.Request) -> web.StreamResponse:

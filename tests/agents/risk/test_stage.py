@@ -14,6 +14,7 @@ import pytest
 
 from trade_engine.agents.risk.stage import RiskStage, parse_place, reserve_request, risk_code
 from trade_engine.config import SymbolSettings
+from trade_engine.connectors.wallet import wire
 from trade_engine.connectors.wallet.exceptions import (
     AccountNotFoundError,
     CircuitOpenError,
@@ -23,7 +24,7 @@ from trade_engine.connectors.wallet.exceptions import (
     UserNotFoundError,
     WalletError,
 )
-from trade_engine.connectors.wallet.models import ReserveRequest, ReserveResponse
+from trade_engine.connectors.wallet.models import ReserveRequest
 from trade_engine.streams.codec import decode_command, encode
 from trade_engine.streams.commands import CancelOrder, PlaceOrder, to_core
 from trade_engine.tables.matching.checks import required_hold
@@ -57,19 +58,25 @@ def test_hold_is_the_cores_required_hold() -> None:
     assert buy is not None
     assert (buy.asset, buy.amount, buy.order_id, buy.user_id) == (
         "USDT",
-        Decimal(25000),
+        "25000",
         "o1",
         "u1",
     )
     sell = reserve_request(place(side="SELL"), RULES)
     assert sell is not None
-    assert (sell.asset, sell.amount) == ("BTC", Decimal("0.5"))
+    assert (sell.asset, sell.amount) == ("BTC", "0.5")
     market = reserve_request(
         place(type="MARKET", time_in_force="IOC", quantity=None, price=None, quote_quantity="100"),
         RULES,
     )
     assert market is not None
-    assert (market.asset, market.amount) == ("USDT", Decimal(100))
+    assert (market.asset, market.amount) == ("USDT", "100")
+    # What the pydantic request made of the same place: same payload, same request hash.
+    for item, command in ((buy, place()), (sell, place(side="SELL"))):
+        model = ReserveRequest.model_validate(wire.to_builtins(item))
+        assert wire.to_builtins(item) == model.model_dump(mode="json")
+        assert wire.request_hash(item) == model.request_hash()
+        assert item.reason == f"{command.side}_ORDER"
     # Same number as the core computes, in quote units of the symbol.
     core = to_core(place(), RULES)
     assert isinstance(core, PlaceRequest)
@@ -91,16 +98,17 @@ def test_risk_codes() -> None:
     assert risk_code(IdempotencyConflictError("x")) == "RISK_REJECTED"
 
 
-def _ok(req: ReserveRequest) -> ReserveResponse:
-    return ReserveResponse(
+def _ok(req: wire.ReserveItem) -> wire.ReserveAnswer:
+    amount = Decimal(req.amount)
+    return wire.ReserveAnswer(
         reservation_id="r",
         order_id=req.order_id,
         user_id=req.user_id,
         asset=req.asset,
-        amount=req.amount,
-        hold_remaining=req.amount,
+        amount=amount,
+        hold_remaining=amount,
         available_balance=Decimal(0),
-        reserved_balance=req.amount,
+        reserved_balance=amount,
         entry_id=1,
     )
 
@@ -113,13 +121,13 @@ class FakeWallet:
         self.calls: list[list[str]] = []
 
     async def reserve_many(
-        self, reqs: Sequence[ReserveRequest]
-    ) -> list[ReserveResponse | WalletError]:
+        self, reqs: Sequence[wire.ReserveItem]
+    ) -> list[wire.ReserveAnswer | WalletError]:
         self.calls.append([r.order_id for r in reqs])
         if self.outages:
             self.outages -= 1
             raise (UnavailableError("down") if self.outages % 2 else CircuitOpenError("open"))
-        out: list[ReserveResponse | WalletError] = []
+        out: list[wire.ReserveAnswer | WalletError] = []
         for r in reqs:
             if r.order_id.startswith("poor"):
                 out.append(InsufficientBalanceError("not enough USDT"))
@@ -172,6 +180,11 @@ async def test_ids_the_wallet_cannot_take_are_refused_not_dropped() -> None:
     assert wallet.calls == []
     refused = json.loads(out[0].value or b"")
     assert refused["risk_reject"]["code"] == "RISK_REJECTED"
+    # pydantic's words, as before the Structs.
+    assert refused["risk_reject"]["message"] == (
+        "the wallet cannot hold funds for this order: "
+        "String should match pattern '^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,199}$'"
+    )
 
 
 @pytest.mark.parametrize("outages", [0, 1])

@@ -6,7 +6,6 @@ of a dead letter (``streams.dead_letter``, with the redrive's ``keep_origin``).
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from trade_engine.agents.settlement.plan import (
     phases,
     plan,
 )
+from trade_engine.connectors.wallet import wire
 from trade_engine.connectors.wallet.models import (
     ReleaseRequest,
     ReserveRequest,
@@ -82,22 +82,31 @@ def _raw(**fields: Any) -> bytes:
     return json.dumps({**ENVELOPE, **fields}).encode()
 
 
+def _same_as_pydantic(model: Any, item: wire.Item) -> None:
+    """The pydantic request of the same fields: same payload, same request hash."""
+    request = model.model_validate(wire.to_builtins(item))
+    assert wire.to_builtins(item) == request.model_dump(mode="json")
+    assert wire.request_hash(item) == request.request_hash()
+
+
 def test_plan_per_record_kind() -> None:
     settle = plan(json.dumps(TRADE).encode())
     assert settle is not None
     assert settle.kind == "settle"
-    assert isinstance(settle.request, SettleTradeRequest)
+    assert isinstance(settle.request, wire.SettleItem)
     assert settle.request.trade_id == "BTC/USDT:7"
-    assert settle.request.quote_quantity == Decimal(25000)
+    assert settle.request.quote_quantity == "25000"
+    _same_as_pydantic(SettleTradeRequest, settle.request)
     assert (settle.request.base_asset, settle.request.quote_asset) == ("BTC", "USDT")
     assert settle.orders == ("b1", "s1")
 
     ended = dict(symbol="BTC/USDT", order_id="b1", user_id="ub", status="CANCELLED", **ENDED)
     release = plan(_raw(kind="ORDER_ENDED", seq=9, release="12.5000000", side="BUY", **ended))
     assert release is not None
-    assert isinstance(release.request, ReleaseRequest)
-    assert (release.request.asset, release.request.amount) == ("USDT", Decimal("12.5"))
+    assert isinstance(release.request, wire.ReleaseItem)
+    assert (release.request.asset, release.request.amount) == ("USDT", "12.5")
     assert release.request.key == "b1"
+    _same_as_pydantic(ReleaseRequest, release.request)
     assert plan(_raw(kind="ORDER_ENDED", seq=9, release="0.0000000", side="BUY", **ended)) is None
 
     rejected = dict(
@@ -124,16 +133,13 @@ def test_plan_per_record_kind() -> None:
     )
     down = plan(_raw(kind="AMENDED", reserve_delta="-0.20000", **amended))
     assert down is not None
-    assert isinstance(down.request, ReleaseRequest)
-    assert (down.request.amount, down.request.key) == (Decimal("0.2"), "s1:11")
+    assert isinstance(down.request, wire.ReleaseItem)
+    assert (down.request.amount, down.request.key) == ("0.2", "s1:11")
     up = plan(_raw(kind="AMENDED", reserve_delta="0.30000", **amended))
     assert up is not None
-    assert isinstance(up.request, ReserveRequest)
-    assert (up.kind, up.request.amount, up.request.key) == (
-        "reserve",
-        Decimal("0.3"),
-        "s1:amend:11",
-    )
+    assert isinstance(up.request, wire.ReserveItem)
+    assert (up.kind, up.request.amount, up.request.key) == ("reserve", "0.3", "s1:amend:11")
+    _same_as_pydantic(ReserveRequest, up.request)
     assert plan(_raw(kind="ACCEPTED", seq=1, symbol="BTC/USDT", **ACCEPTED)) is None
 
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import REGISTRY
+from pydantic import ValidationError
 
+from trade_engine.connectors.wallet import wire
 from trade_engine.connectors.wallet.breaker import BreakerState, CircuitBreaker
 from trade_engine.connectors.wallet.client import WalletClient
 from trade_engine.connectors.wallet.exceptions import (
@@ -236,3 +240,115 @@ async def test_open_breaker_stops_retries(fake: tuple[Fake, str]) -> None:
             await wallet.reserve(REQ)
     assert state.hits == 2
     assert len(sleeps.delays) == 1  # one retry after the first failure, then no more
+
+
+@dataclass
+class FakeBatch:
+    """A reserve batch endpoint: answers each item OK (or per ``answer``), after
+    ``failures`` 503s; keeps the bodies it was sent."""
+
+    failures: int = 0
+    answer: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None
+    raw: bytes | None = None
+    bodies: list[bytes] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.bodies.append(body)
+        self.types.append(request.content_type)
+        if len(self.bodies) <= self.failures:
+            return web.json_response({"code": "WALLET_UNAVAILABLE", "message": "down"}, status=503)
+        if self.raw is not None:
+            return web.Response(body=self.raw, content_type="application/json")
+        items = json.loads(body)["items"]
+        answer = self.answer or (lambda i, item: {"index": i, "ok": True, "result": OK})
+        return web.json_response({"results": [answer(i, it) for i, it in enumerate(items)]})
+
+
+@pytest.fixture
+async def batch() -> AsyncIterator[tuple[FakeBatch, str]]:
+    state = FakeBatch()
+    app = web.Application()
+    app.router.add_post("/api/v1/wallets/reserve/batch", state.handle)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        yield state, str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+def _items(n: int) -> list[wire.ReserveItem]:
+    fields = {"user_id": "u", "asset": "USDT", "amount": "1.50"}
+    return [wire.ReserveItem(**fields, order_id=f"o{i}") for i in range(n)]  # type: ignore[arg-type]
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_batches_are_sent_once_per_chunk_and_read_as_structs(
+    batch: tuple[FakeBatch, str],
+) -> None:
+    state, url = batch
+    state.failures = 1
+    error = {"code": "INSUFFICIENT_BALANCE", "message": "not enough", "details": {}}
+    state.answer = lambda i, item: (
+        {"index": i, "ok": False, "error": error}
+        if item["order_id"] == "o1"
+        else {"index": i, "ok": True, "result": OK | {"order_id": item["order_id"]}}
+    )
+    before = _sample("te_wallet_client_retries_total", operation="reserve_many")
+    sleeps = Sleeps()
+    async with client(url, sleeps, batch_size=2) as wallet:
+        results = await wallet.reserve_many([*_items(2), REQ.model_copy(update={"order_id": "o2"})])
+    # The first chunk once refused (503) then sent again, the second chunk once.
+    assert len(state.bodies) == 3
+    assert state.types == ["application/json"] * 3
+    sent = [json.loads(b)["items"] for b in state.bodies]
+    assert (
+        sent[0]
+        == sent[1]
+        == [
+            {"user_id": "u", "asset": "USDT", "amount": "1.5", "order_id": "o0"},
+            {"user_id": "u", "asset": "USDT", "amount": "1.5", "order_id": "o1"},
+        ]
+    )
+    assert sent[2] == [REQ.model_dump(mode="json", exclude_none=True) | {"order_id": "o2"}]
+    assert _sample("te_wallet_client_retries_total", operation="reserve_many") == before + 1
+    first, refused, third = results
+    assert isinstance(first, wire.ReserveAnswer)
+    assert (first.order_id, first.available_balance) == ("o0", Decimal(9))
+    assert isinstance(refused, InsufficientBalanceError)
+    assert refused.message == "not enough"
+    assert isinstance(third, wire.ReserveAnswer)
+    assert third.order_id == "o2"
+
+
+async def test_answers_the_structs_refuse_are_read_as_before(
+    batch: tuple[FakeBatch, str],
+) -> None:
+    state, url = batch
+    lax = OK | {"entry_id": "7"}  # pydantic's lax int
+    state.raw = json.dumps({"results": [{"index": 0, "ok": True, "result": lax}]}).encode()
+    async with client(url, Sleeps()) as wallet:
+        (answer,) = await wallet.reserve_many(_items(1))
+        assert isinstance(answer, wire.ReserveAnswer)
+        assert answer.entry_id == 7
+        state.raw = json.dumps({"results": [{"index": 0, "ok": True, "result": {}}]}).encode()
+        with pytest.raises(ValidationError):
+            await wallet.reserve_many(_items(1))
+        state.raw = json.dumps({"results": []}).encode()
+        with pytest.raises(UnavailableError, match="answered 0 of 1"):
+            await wallet.reserve_many(_items(1))
+
+
+async def test_a_200_that_is_not_json_is_retried(batch: tuple[FakeBatch, str]) -> None:
+    state, url = batch
+    state.raw = b"<html>"
+    sleeps = Sleeps()
+    async with client(url, sleeps, max_retries=2) as wallet:
+        with pytest.raises(UnavailableError, match="without a JSON body"):
+            await wallet.reserve_many(_items(1))
+    assert len(state.bodies) == 3

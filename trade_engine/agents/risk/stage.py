@@ -49,8 +49,8 @@ from pydantic import ValidationError
 
 from trade_engine import metrics
 from trade_engine.agents.risk.validation import Outgoing, admit
+from trade_engine.connectors.wallet import wire
 from trade_engine.connectors.wallet.exceptions import WalletError
-from trade_engine.connectors.wallet.models import ReserveRequest, ReserveResponse
 from trade_engine.streams.codec import encode
 from trade_engine.streams.commands import PlaceOrder, RiskReject, to_core
 from trade_engine.tables.matching.checks import parse_place as core_parse_place
@@ -95,11 +95,12 @@ def parse_place(request: PlaceRequest, rules: SymbolRules) -> Place | None:
         return None
 
 
-def reserve_request(command: PlaceOrder, rules: SymbolRules) -> ReserveRequest | None:
+def reserve_request(command: PlaceOrder, rules: SymbolRules) -> wire.ReserveItem | None:
     """The hold a place needs, or None when it needs none (unparseable, or a hold of 0).
 
     Raises ``pydantic.ValidationError`` when the wallet cannot express it (an
-    order id or user id outside the wallet's alphabet, an amount out of range).
+    order id or user id outside the wallet's alphabet, an amount out of range):
+    ``wire.build`` accepts exactly what ``ReserveRequest`` accepts.
     """
     core = to_core(command, rules)
     assert isinstance(core, PlaceRequest)
@@ -114,13 +115,16 @@ def reserve_request(command: PlaceOrder, rules: SymbolRules) -> ReserveRequest |
         asset, amount = quote, rules.quote_scale.format(hold)
     else:
         asset, amount = base, rules.qty_scale.format(hold)
-    return ReserveRequest(
-        user_id=command.user_id,
-        asset=asset,
-        amount=amount,  # type: ignore[arg-type]
-        order_id=command.order_id,
-        reason=f"{place.side.value}_ORDER",
-    )
+    fields = {
+        "user_id": command.user_id,
+        "asset": asset,
+        "amount": amount,
+        "order_id": command.order_id,
+        "reason": f"{place.side.value}_ORDER",
+    }
+    item = wire.build("reserve", fields)
+    assert isinstance(item, wire.ReserveItem)
+    return item
 
 
 def risk_code(error: WalletError) -> RiskCode:
@@ -131,7 +135,7 @@ def risk_code(error: WalletError) -> RiskCode:
     return "RISK_REJECTED"
 
 
-Reserve = Callable[[Sequence[ReserveRequest]], Awaitable[list[ReserveResponse | WalletError]]]
+Reserve = Callable[[Sequence[wire.ReserveItem]], Awaitable[list[wire.ReserveAnswer | WalletError]]]
 
 
 class RiskStage:
@@ -164,7 +168,7 @@ class RiskStage:
         """One ``Outgoing`` per ``(key, value)``, in input order; holds funds first.
         ``partitions_of``: each input's partition, checked against its key."""
         out: list[Outgoing] = []
-        pending: list[tuple[int, PlaceOrder, ReserveRequest]] = []
+        pending: list[tuple[int, PlaceOrder, wire.ReserveItem]] = []
         for index, (key, value) in enumerate(inputs):
             partition = None if partitions_of is None else partitions_of[index]
             command = admit(
@@ -202,10 +206,12 @@ class RiskStage:
                     COMMANDS.labels("place", "reserved").inc()
         return out
 
-    async def _hold(self, requests: list[ReserveRequest]) -> list[ReserveResponse | WalletError]:
+    async def _hold(
+        self, requests: list[wire.ReserveItem]
+    ) -> list[wire.ReserveAnswer | WalletError]:
         """Per request the wallet's answer; retriable failures are retried until they pass."""
         started = time.perf_counter()
-        results: list[ReserveResponse | WalletError | None] = [None] * len(requests)
+        results: list[wire.ReserveAnswer | WalletError | None] = [None] * len(requests)
         todo = list(range(len(requests)))
         attempt = 0
         while todo:

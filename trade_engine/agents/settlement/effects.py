@@ -12,8 +12,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
-
 from trade_engine import tracing
 from trade_engine.agents.settlement.metrics import OPERATIONS, RECORDS, RETRIES
 from trade_engine.agents.settlement.plan import (
@@ -198,7 +196,7 @@ class Settler:
         return await self.wallet.reserve_many(requests)  # type: ignore[arg-type]
 
 
-def _ids(request: BaseModel) -> dict[str, Any]:
+def _ids(request: WalletRequest) -> dict[str, Any]:
     return {
         name: getattr(request, name)
         for name in ("trade_id", "order_id", "symbol")

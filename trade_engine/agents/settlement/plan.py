@@ -14,11 +14,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from trade_engine.connectors.wallet.models import (
-    ReleaseRequest,
-    ReserveRequest,
-    SettleTradeRequest,
-)
+from trade_engine.connectors.wallet import wire
 from trade_engine.streams.codes import DeadLetterCode
 from trade_engine.streams.exceptions import DecodeError
 from trade_engine.streams.execution_records import (
@@ -35,7 +31,8 @@ STAGE = "settlement"
 BAD_RECORD = DeadLetterCode.SETTLEMENT_BAD_RECORD
 
 Kind = Literal["reserve", "settle", "release"]
-WalletRequest = ReserveRequest | ReleaseRequest | SettleTradeRequest
+# Built by ``wire.build``: accepted exactly when the pydantic request accepts it.
+WalletRequest = wire.ReserveItem | wire.ReleaseItem | wire.SettleItem
 Holding = OrderEndedExecution | RejectedExecution | AmendedExecution
 
 
@@ -66,36 +63,37 @@ def _release(record: Holding, amount: Decimal, reason: str, key: str | None) -> 
     order_id, user_id = record.order_id, record.user_id
     if order_id is None or user_id is None:
         raise BadRecordError(f"{record.kind}: a release needs the order and user ids")
-    request = ReleaseRequest(
-        user_id=user_id,
-        asset=_hold_asset(record.symbol, record.side),
-        order_id=order_id,
-        amount=amount,
-        reason=reason,
-        idempotency_key=key,
-    )
-    return WalletOp("release", request, (order_id,))
+    fields = {
+        "user_id": user_id,
+        "asset": _hold_asset(record.symbol, record.side),
+        "order_id": order_id,
+        "amount": amount,
+        "reason": reason,
+        "idempotency_key": key,
+    }
+    return WalletOp("release", wire.build("release", fields), (order_id,))
 
 
 def _settle(trade: TradeExecution) -> WalletOp:
     base, _, quote = trade.symbol.partition("/")
-    request = SettleTradeRequest(
-        trade_id=trade.trade_id,
-        symbol=trade.symbol,
-        buyer_user_id=trade.buyer_user_id,
-        seller_user_id=trade.seller_user_id,
-        buyer_order_id=trade.buyer_order_id,
-        seller_order_id=trade.seller_order_id,
-        base_asset=base,
-        quote_asset=quote,
-        quantity=trade.quantity,
-        price=trade.price,
-        quote_quantity=trade.quote_quantity,
-        buyer_fee=trade.buyer_fee,
-        seller_fee=trade.seller_fee,
-        buyer_fee_asset=trade.buyer_fee_asset,
-        seller_fee_asset=trade.seller_fee_asset,
-    )
+    fields = {
+        "trade_id": trade.trade_id,
+        "symbol": trade.symbol,
+        "buyer_user_id": trade.buyer_user_id,
+        "seller_user_id": trade.seller_user_id,
+        "buyer_order_id": trade.buyer_order_id,
+        "seller_order_id": trade.seller_order_id,
+        "base_asset": base,
+        "quote_asset": quote,
+        "quantity": trade.quantity,
+        "price": trade.price,
+        "quote_quantity": trade.quote_quantity,
+        "buyer_fee": trade.buyer_fee,
+        "seller_fee": trade.seller_fee,
+        "buyer_fee_asset": trade.buyer_fee_asset,
+        "seller_fee_asset": trade.seller_fee_asset,
+    }
+    request = wire.build("settle", fields)
     return WalletOp("settle", request, (trade.buyer_order_id, trade.seller_order_id))
 
 
@@ -108,15 +106,15 @@ def _amended(amend: AmendedExecution) -> WalletOp | None:
         # The matcher now refuses amends that need a larger hold
         # (MATCHING_AMEND_EXCEEDS_HOLD); records written before that rule are
         # still topped up here when replayed (docs/money-flow.md).
-        request = ReserveRequest(
-            user_id=amend.user_id,
-            asset=_hold_asset(amend.symbol, amend.side),
-            amount=delta,
-            order_id=order_id,
-            reason="AMEND_INCREASE",
-            idempotency_key=f"{order_id}:amend:{seq}",
-        )
-        return WalletOp("reserve", request, (order_id,))
+        fields = {
+            "user_id": amend.user_id,
+            "asset": _hold_asset(amend.symbol, amend.side),
+            "amount": delta,
+            "order_id": order_id,
+            "reason": "AMEND_INCREASE",
+            "idempotency_key": f"{order_id}:amend:{seq}",
+        }
+        return WalletOp("reserve", wire.build("reserve", fields), (order_id,))
     return None
 
 

@@ -6,7 +6,9 @@ error, timeout, 5xx, 429) are retried with full-jitter exponential backoff, up t
 errors. Retrying is safe because every wallet operation is idempotent on its
 key: a retry of a request that did reach the ledger returns the first result.
 A circuit breaker stops calling a wallet that keeps failing. Batch helpers send
-up to ``batch_size`` operations per call and return one result or error per item.
+up to ``batch_size`` operations per call and return one result or error per item;
+they speak msgspec (``wire``): one encode per call, one decode per answer, the answers
+as ``wire`` Structs (pydantic reads an answer only when a Struct refuses it).
 
     async with WalletClient.from_settings(settings) as wallet:
         await wallet.reserve(ReserveRequest(user_id="u1", asset="USDT", amount="100",
@@ -16,6 +18,7 @@ up to ``batch_size`` operations per call and return one result or error per item
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import time
@@ -29,7 +32,7 @@ from pydantic import BaseModel, SecretStr
 
 from trade_engine import tracing
 from trade_engine.config import Settings
-from trade_engine.connectors.wallet import metrics
+from trade_engine.connectors.wallet import metrics, wire
 from trade_engine.connectors.wallet.breaker import BreakerState, CircuitBreaker
 from trade_engine.connectors.wallet.exceptions import (
     CircuitOpenError,
@@ -74,6 +77,7 @@ class WalletClient:
         self._base = base_url.rstrip("/")
         secret = token.get_secret_value() if isinstance(token, SecretStr) else token
         self._headers = {"Authorization": f"Bearer {secret}"}
+        self._json_headers = self._headers | {"Content-Type": "application/json"}
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._batch_timeout = aiohttp.ClientTimeout(total=batch_timeout_s or timeout_s * 5)
         self.max_retries = max_retries
@@ -131,21 +135,19 @@ class WalletClient:
         return BalancesResponse.model_validate(body)
 
     async def reserve_many(
-        self, reqs: Sequence[ReserveRequest]
-    ) -> list[ReserveResponse | WalletError]:
-        return await self._many("reserve_many", "/wallets/reserve/batch", reqs, ReserveResponse)
+        self, reqs: Sequence[wire.ReserveItem | ReserveRequest]
+    ) -> list[wire.ReserveAnswer | WalletError]:
+        return await self._many("reserve_many", "reserve", "/wallets/reserve/batch", reqs)
 
     async def release_many(
-        self, reqs: Sequence[ReleaseRequest]
-    ) -> list[ReleaseResponse | WalletError]:
-        return await self._many("release_many", "/wallets/release/batch", reqs, ReleaseResponse)
+        self, reqs: Sequence[wire.ReleaseItem | ReleaseRequest]
+    ) -> list[wire.ReleaseAnswer | WalletError]:
+        return await self._many("release_many", "release", "/wallets/release/batch", reqs)
 
     async def settle_many(
-        self, reqs: Sequence[SettleTradeRequest]
-    ) -> list[SettleTradeResponse | WalletError]:
-        return await self._many(
-            "settle_many", "/wallets/settle-trade/batch", reqs, SettleTradeResponse
-        )
+        self, reqs: Sequence[wire.SettleItem | SettleTradeRequest]
+    ) -> list[wire.SettleAnswer | WalletError]:
+        return await self._many("settle_many", "settle", "/wallets/settle-trade/batch", reqs)
 
     # --- plumbing --------------------------------------------------------------------
 
@@ -153,28 +155,32 @@ class WalletClient:
         body = await self._call(op, "POST", path, req.model_dump(mode="json", exclude_none=True))
         return model.model_validate(body)
 
-    async def _many(
-        self, op: str, path: str, reqs: Sequence[BaseModel], model: type[M]
-    ) -> list[M | WalletError]:
-        """Per item, the response or the typed error (not raised); an error of the
-        call itself (unavailable, unauthorized) is raised."""
-        out: list[M | WalletError] = []
+    async def _many(self, op: str, kind: str, path: str, reqs: Sequence[Any]) -> list[Any]:
+        """Per item, the answer (a ``wire`` Struct of ``kind``) or the typed error (not
+        raised); an error of the call itself (unavailable, unauthorized) is raised."""
+        out: list[Any] = []
+        decode = _ANSWER_READERS[kind]
         for start in range(0, len(reqs), self.batch_size):
             chunk = reqs[start : start + self.batch_size]
-            items = [r.model_dump(mode="json", exclude_none=True) for r in chunk]
-            body = await self._call(op, "POST", path, {"items": items}, batch=True)
-            results = sorted(body["results"], key=lambda r: r["index"])
-            if len(results) != len(chunk):
-                raise UnavailableError(f"wallet answered {len(results)} of {len(chunk)} items")
-            for result in results:
-                if result.get("ok"):
-                    out.append(model.model_validate(result["result"]))
-                else:
-                    out.append(error_from_item(result.get("error")))
+            payload = wire.encode_items([wire.as_item(kind, r) for r in chunk])
+            body = await self._call(op, "POST", path, payload, batch=True, decode=decode)
+            if isinstance(body, list):
+                if len(body) != len(chunk):
+                    raise UnavailableError(f"wallet answered {len(body)} of {len(chunk)} items")
+                out.extend(r.result if r.ok else error_from_item(r.error) for r in body)
+            else:  # an answer the Structs refused: read as JSON, as it always was
+                out.extend(_read_answers(kind, body, len(chunk)))
         return out
 
     async def _call(
-        self, op: str, method: str, path: str, payload: Any, *, batch: bool = False
+        self,
+        op: str,
+        method: str,
+        path: str,
+        payload: Any,
+        *,
+        batch: bool = False,
+        decode: Decode | None = None,
     ) -> Any:
         started = time.perf_counter()
         outcome = "ok"
@@ -184,7 +190,9 @@ class WalletClient:
             attributes={"http.request.method": method, "url.path": f"{_API}{path}"},
         ) as current:
             try:
-                return await self._call_retrying(op, method, path, payload, batch=batch)
+                return await self._call_retrying(
+                    op, method, path, payload, batch=batch, decode=decode
+                )
             except WalletError as exc:
                 outcome = exc.code
                 current.set_status(Status(StatusCode.ERROR, exc.code))
@@ -194,12 +202,19 @@ class WalletClient:
                 metrics.CLIENT_SECONDS.labels(op).observe(time.perf_counter() - started)
 
     async def _call_retrying(
-        self, op: str, method: str, path: str, payload: Any, *, batch: bool
+        self,
+        op: str,
+        method: str,
+        path: str,
+        payload: Any,
+        *,
+        batch: bool,
+        decode: Decode | None,
     ) -> Any:
         attempt = 0
         while True:
             try:
-                return await self._attempt(method, path, payload, batch)
+                return await self._attempt(method, path, payload, batch, decode)
             except WalletError as exc:
                 # An open circuit fails fast: waiting out its cool-down is the caller's call.
                 give_up = not exc.retriable or isinstance(exc, CircuitOpenError)
@@ -218,10 +233,12 @@ class WalletClient:
             delay = max(delay, min(float(retry_after), self._backoff_max_s))
         return delay
 
-    async def _attempt(self, method: str, path: str, payload: Any, batch: bool) -> Any:
+    async def _attempt(
+        self, method: str, path: str, payload: Any, batch: bool, decode: Decode | None
+    ) -> Any:
         self.breaker.before_call()
         try:
-            body = await self._request(method, path, payload, batch)
+            body = await self._request(method, path, payload, batch, decode)
         except WalletError as exc:
             if exc.retriable:
                 self.breaker.record_failure()
@@ -234,22 +251,33 @@ class WalletClient:
         self.breaker.record_success()
         return body
 
-    async def _request(self, method: str, path: str, payload: Any, batch: bool) -> Any:
+    async def _request(
+        self, method: str, path: str, payload: Any, batch: bool, decode: Decode | None = None
+    ) -> Any:
+        """The JSON body of a 200, or what ``decode`` makes of its bytes when it makes
+        something of them; ``payload`` bytes are sent as they are (JSON)."""
         if self._session is None:
             self._session = aiohttp.ClientSession()
         url = f"{self._base}{_API}{path}"
         timeout = self._batch_timeout if batch else self._timeout
+        if isinstance(payload, bytes):
+            body_args: dict[str, Any] = {"data": payload, "headers": self._json_headers}
+        else:
+            body_args = {"json": payload, "headers": self._headers}
+        decoded = None
         try:
-            async with self._session.request(
-                method, url, json=payload, headers=self._headers, timeout=timeout
-            ) as resp:
-                text = await resp.text()
+            async with self._session.request(method, url, timeout=timeout, **body_args) as resp:
                 status = resp.status
+                if decode is not None and status == 200:
+                    decoded = decode(await resp.read())
+                text = "" if decoded is not None else await resp.text()
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UnavailableError(
                 f"wallet at {self._base} unreachable: {type(exc).__name__}: {exc}"
             ) from exc
+        if decoded is not None:
+            return decoded
         try:
             body = json.loads(text) if text else None
         except json.JSONDecodeError:
@@ -259,6 +287,24 @@ class WalletClient:
         if status == 200:
             raise UnavailableError("wallet answered 200 without a JSON body", status=502)
         raise error_from_body(status, body, retry_after)
+
+
+Decode = Callable[[bytes], Any]
+_ANSWER_READERS: dict[str, Decode] = {
+    kind: functools.partial(wire.decode_answers, kind) for kind in wire.ANSWERS
+}
+
+
+def _read_answers(kind: str, body: Any, expected: int) -> list[Any]:
+    """A batch answer read as JSON (what every answer was before the Structs): the same
+    checks, the same errors (``KeyError``, pydantic's ``ValidationError``...)."""
+    results = sorted(body["results"], key=lambda r: r["index"])
+    if len(results) != expected:
+        raise UnavailableError(f"wallet answered {len(results)} of {expected} items")
+    return [
+        wire.answer_from_json(kind, r["result"]) if r.get("ok") else error_from_item(r.get("error"))
+        for r in results
+    ]
 
 
 def _retry_after(value: str | None) -> float | None:

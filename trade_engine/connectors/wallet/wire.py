@@ -3,11 +3,13 @@ encode per response (DESIGN §9: pydantic costs several µs per model, and a bat
 carries up to 1000 of them, each validated, dumped, hashed and re-dumped).
 
 ``models`` (pydantic) stays the contract's reference: its JSON Schema, the single
-endpoints, the client. These Structs accept a subset of what it accepts and render
-the same JSON: every pattern here is anchored with ``\\Z`` (pydantic's Rust regex
-``$`` is end of text, Python's ``$`` also matches before a final newline), amounts
-are the same strict decimal strings, and an item these Structs refuse is handed
-back to the pydantic path, which accepts it or words the exact error.
+endpoints, the words of every refusal. The client's batch calls use these Structs
+too (``build``, ``encode_items``, ``decode_answers`` below). They accept a subset of
+what the models accept and render the same JSON: every pattern here is anchored with
+``\\Z`` (pydantic's Rust regex ``$`` is end of text, Python's ``$`` also matches
+before a final newline), amounts are the same strict decimal strings, and an item
+these Structs refuse is handed back to the pydantic path, which accepts it or words
+the exact error.
 
 Amounts stay text here, canonicalised on decode (``1.50`` -> ``1.5``, as
 ``format_amount(parse_amount(...))`` would), so an item's request hash is its
@@ -19,12 +21,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from decimal import Decimal, localcontext
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import msgspec
 
-from trade_engine.connectors.wallet.models import MAX_BATCH_ITEMS, format_amount
+from trade_engine.connectors.wallet.models import (
+    MAX_BATCH_ITEMS,
+    ReleaseRequest,
+    ReleaseResponse,
+    ReserveRequest,
+    ReserveResponse,
+    SettleTradeRequest,
+    SettleTradeResponse,
+    format_amount,
+)
 
 _AMOUNT = r"^(0|[1-9][0-9]{0,19})(\.[0-9]{1,18})?\Z"
 AmountText = Annotated[str, msgspec.Meta(pattern=_AMOUNT)]
@@ -283,3 +295,202 @@ def decode_result(op: str, stored: str | bytes) -> Result:
     """A stored answer (``operations.response``) as its Struct, to render it in field order."""
     result: Result = msgspec.json.decode(stored, type=RESULTS[op])
     return result
+
+
+# --- the client's side -----------------------------------------------------------------
+# The stages build their requests here and read the batch answers here: one msgspec
+# convert per item, one encode per chunk, one decode per answer. Whatever a Struct
+# refuses goes to the pydantic model, which refuses it in its own words or accepts it
+# (then its canonical dump becomes the item), so a caller sees pydantic's behaviour.
+
+_MODELS: dict[str, type[Any]] = {
+    "reserve": ReserveRequest,
+    "release": ReleaseRequest,
+    "settle": SettleTradeRequest,
+}
+_AMOUNT_FIELDS: dict[str, tuple[str, ...]] = {
+    "reserve": ("amount",),
+    "release": ("amount",),
+    "settle": ("quantity", "price", "quote_quantity", "buyer_fee", "seller_fee"),
+}
+
+
+def build(op: str, fields: dict[str, Any]) -> Item:
+    """The item of a request with these fields, accepted exactly when the pydantic model
+    accepts them; raises the model's ``pydantic.ValidationError`` when it does not.
+    Decimal amounts are taken as ``parse_amount`` takes them."""
+    text = dict(fields)
+    for name in _AMOUNT_FIELDS[op]:
+        value = text.get(name)
+        if isinstance(value, Decimal) and value.is_finite() and value >= 0:
+            text[name] = format_amount(value)
+    try:
+        item: Item = msgspec.convert(text, ITEMS[op])
+    except msgspec.ValidationError:
+        return from_model(op, _MODELS[op].model_validate(fields))
+    return item
+
+
+def as_item(op: str, request: Any) -> Item:
+    """A request as its item: an item as it is, a pydantic request by its dump."""
+    return request if isinstance(request, ITEMS[op]) else from_model(op, request)
+
+
+def encode_items(items: Sequence[Item]) -> bytes:
+    """A batch body, ``{"items": [...]}``: each item's fields in order, None left out
+    (what ``model_dump(mode="json", exclude_none=True)`` sent)."""
+    return _ENCODER.encode({"items": [_present(item) for item in items]})
+
+
+def _present(item: Item) -> dict[str, Any]:
+    return {
+        name: value
+        for name, value in zip(item.__struct_fields__, msgspec.structs.astuple(item), strict=True)
+        if value is not None
+    }
+
+
+_LIMIT = Decimal(10) ** 20  # numeric(38,18): at most 20 integer digits
+
+
+def _amounts(*values: Decimal) -> None:
+    """Refuse an amount no ``parse_amount`` text could give: negative, NaN, infinite or
+    of more than 20 integer digits (compared, not taken apart: this runs per answer).
+    msgspec reads a ``Decimal`` from any decimal spelling (``01``, ``1.5e0``, a JSON
+    number): such an amount passes for the value it spells; our service writes
+    canonical text and no stage reads these values."""
+    try:
+        for value in values:
+            if not 0 <= value < _LIMIT:
+                raise ValueError("not a plain decimal with <=20+18 digits")
+    except ArithmeticError:  # NaN does not compare
+        raise ValueError("not a plain decimal with <=20+18 digits") from None
+
+
+class _Answer(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
+    pass
+
+
+class AssetBalanceAnswer(_Answer, frozen=True):
+    available: Decimal
+    reserved: Decimal
+
+    def __post_init__(self) -> None:
+        _amounts(self.available, self.reserved)
+
+
+class ReserveAnswer(_Answer, frozen=True, kw_only=True):
+    """``ReserveResponse``, as the client reads it from a batch answer."""
+
+    success: Literal[True] = True
+    reservation_id: str
+    order_id: str
+    user_id: str
+    asset: str
+    amount: Decimal
+    hold_remaining: Decimal
+    available_balance: Decimal
+    reserved_balance: Decimal
+    entry_id: int
+
+    def __post_init__(self) -> None:
+        _amounts(self.amount, self.hold_remaining, self.available_balance, self.reserved_balance)
+
+
+class ReleaseAnswer(_Answer, frozen=True, kw_only=True):
+    """``ReleaseResponse``, as the client reads it from a batch answer."""
+
+    success: Literal[True] = True
+    reservation_id: str
+    order_id: str
+    user_id: str
+    asset: str
+    released_amount: Decimal
+    hold_remaining: Decimal
+    available_balance: Decimal
+    reserved_balance: Decimal
+    entry_id: int
+
+    def __post_init__(self) -> None:
+        _amounts(
+            self.released_amount,
+            self.hold_remaining,
+            self.available_balance,
+            self.reserved_balance,
+        )
+
+
+class SettleAnswer(_Answer, frozen=True, kw_only=True):
+    """``SettleTradeResponse``, as the client reads it from a batch answer."""
+
+    success: Literal[True] = True
+    trade_id: str
+    entry_id: int
+    buyer_ledger_entry_id: int
+    seller_ledger_entry_id: int
+    quote_quantity: Decimal
+    buyer_hold_remaining: Decimal
+    seller_hold_remaining: Decimal
+    buyer_balances: dict[str, AssetBalanceAnswer]
+    seller_balances: dict[str, AssetBalanceAnswer]
+
+    def __post_init__(self) -> None:
+        _amounts(self.quote_quantity, self.buyer_hold_remaining, self.seller_hold_remaining)
+
+
+Answer = ReserveAnswer | ReleaseAnswer | SettleAnswer
+A = TypeVar("A", ReserveAnswer, ReleaseAnswer, SettleAnswer)
+ANSWERS: dict[str, type[Answer]] = {
+    "reserve": ReserveAnswer,
+    "release": ReleaseAnswer,
+    "settle": SettleAnswer,
+}
+_RESPONSES: dict[str, type[Any]] = {
+    "reserve": ReserveResponse,
+    "release": ReleaseResponse,
+    "settle": SettleTradeResponse,
+}
+
+
+class ItemAnswer(msgspec.Struct, Generic[A], gc=False):
+    """One entry of a batch answer; other keys are ignored, as the dict reading did."""
+
+    index: int
+    ok: bool
+    result: A | None = None
+    error: Any = None
+
+
+class Answers(msgspec.Struct, Generic[A], gc=False):
+    results: list[ItemAnswer[A]]
+
+
+_ANSWER_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
+    op: msgspec.json.Decoder(Answers[answer])  # type: ignore[valid-type]
+    for op, answer in ANSWERS.items()
+}
+
+
+def decode_answers(op: str, body: bytes) -> list[ItemAnswer[Any]] | None:
+    """A batch answer's entries by index, or None when the body needs the dict reading
+    (anything the Structs refuse: that path accepts it or fails as it always did)."""
+    try:
+        results: list[ItemAnswer[Any]] = _ANSWER_DECODERS[op].decode(body).results
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    if any(r.ok and r.result is None for r in results):
+        return None
+    results.sort(key=_index)
+    return results
+
+
+def _index(result: ItemAnswer[Any]) -> int:
+    return result.index
+
+
+def answer_from_json(op: str, result: Any) -> Answer:
+    """An ok entry's ``result`` read by the pydantic response (raising its
+    ``ValidationError``), as its answer Struct."""
+    model = _RESPONSES[op].model_validate(result)
+    answer: Answer = msgspec.convert(model.model_dump(mode="json"), ANSWERS[op])
+    return answer

@@ -29,8 +29,6 @@ from trade_engine.streams.runtime import AtLeastOnceWorker
 
 log = logging.getLogger(__name__)
 
-SETTLE_CALL_ITEMS = 100
-
 
 def publish_dead_letters(
     producer: Producer, topic: str, dead: Sequence[tuple[ConsumedRecord, str, str]]
@@ -94,10 +92,6 @@ class SettlementWorker(AtLeastOnceWorker):
         log.info("settlement agent started", extra={"stage": STAGE, "group": self.group_id})
         try:
             async with stage_client(self.settings, STAGE) as wallet:
-                # Each wallet call is one ledger transaction holding its users' account
-                # locks until it commits; the risk stage's reserves wait on those same
-                # rows. Calls of 100 trades keep that wait short (~1/5 of 500's).
-                wallet.batch_size = SETTLE_CALL_ITEMS
                 settler = Settler(wallet, retry_budget_s=self.retry_budget_s)
 
                 async def settle(messages: list[Message]) -> bool:

@@ -14,7 +14,14 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
 
@@ -29,6 +36,7 @@ from trade_engine.operations.lag import (
     Sample,
     Snapshot,
     Status,
+    _error_text,
     engine_stages,
     frozen_and_growing,
     group_active,
@@ -499,3 +507,10 @@ def test_engine_groups_are_named_by_stage(settings: Settings) -> None:
     assert stage_of(settings, f"{prefix}validation") == "validation"
     assert stage_of(settings, f"{prefix}sink.rabbitmq.t1") == "sink.rabbitmq"
     assert stage_of(settings, "someone.else") is None
+
+
+def test_an_error_of_the_group_listing_is_worded_whether_an_exception_or_not() -> None:
+    """list_consumer_groups().errors holds KafkaError objects (seen when a broker died)."""
+    error = KafkaError(KafkaError._TRANSPORT, "broker down")
+    assert _error_text(error) == "broker down"
+    assert _error_text(KafkaException(error)) == "broker down"

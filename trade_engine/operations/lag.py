@@ -249,8 +249,10 @@ _END_RETRY_CODES = {
 Committed = dict[tuple[str, str, int], int]
 
 
-def _error_text(exc: BaseException) -> str:
-    error = exc.args[0] if exc.args else exc
+def _error_text(exc: BaseException | KafkaError) -> str:
+    # list_consumer_groups().errors holds KafkaError objects, not exceptions: a broker
+    # dying mid-listing made this raise AttributeError and the exporter exit.
+    error = exc if isinstance(exc, KafkaError) else (exc.args[0] if exc.args else exc)
     if isinstance(error, KafkaError):
         return str(error.str())
     return str(error)

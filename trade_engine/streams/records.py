@@ -57,9 +57,10 @@ def by_partition(messages: Iterable[Message]) -> dict[int, list[ConsumedRecord]]
     grouped: dict[int, list[ConsumedRecord]] = defaultdict(list)
     from_message = ConsumedRecord.from_message
     for msg in messages:
-        if msg.error() is not None:
+        error = msg.error()
+        if error is not None:
             if not is_partition_eof(msg):
-                log.warning("consumer error", extra={"error": str(msg.error())})
+                _consumer_error(error)
             continue
         record = from_message(msg)
         grouped[record.partition].append(record)
@@ -74,8 +75,20 @@ def without_errors(messages: Iterable[Message]) -> list[Message]:
         if error is None:
             good.append(msg)
         elif error.code() != KafkaError._PARTITION_EOF:
-            log.warning("consumer error", extra={"error": str(error)})
+            _consumer_error(error)
     return good
+
+
+def _consumer_error(error: KafkaError) -> None:
+    """Log a consumer error; raise a fatal one. A fatal error (a static member fenced by
+    its own earlier join after a broker failover, seen in the chaos tests) leaves the
+    consumer dead for good: skipping it kept the worker alive, polling, outside its
+    group and never restarted. Raising ends the process, and its supervisor restarts it
+    with a fresh consumer that rejoins."""
+    if error.fatal():
+        log.critical("fatal consumer error; exiting", extra={"error": str(error)})
+        raise KafkaException(error)
+    log.warning("consumer error", extra={"error": str(error)})
 
 
 class IdleClock:

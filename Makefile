@@ -113,3 +113,9 @@ toxiproxy-up:
 	bash ops/toxiproxy/toxiproxy.sh up
 toxiproxy-down:
 	bash ops/toxiproxy/toxiproxy.sh down
+
+## Faults under load on the three-node cluster (issue 15); last stdout line: one JSON report.
+.PHONY: chaos
+CHAOS_ARGS ?=
+chaos: $(STAMP)
+	$(BIN)/python -m ops.chaos.run $(CHAOS_ARGS)

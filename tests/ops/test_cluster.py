@@ -40,7 +40,13 @@ def test_engine_topics_get_three_replicas_and_two_in_sync(kafka_cluster: KafkaCl
     admin = AdminClient({"bootstrap.servers": kafka_cluster.bootstrap})
     try:
         assert set(outcome.values()) == {"created"}
+        # A topic just created reaches every broker's metadata a moment later (seen on
+        # a freshly started cluster): wait for all of them before looking.
+        deadline = time.monotonic() + 30
         topics = admin.list_topics(timeout=10).topics
+        while not set(outcome) <= set(topics) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            topics = admin.list_topics(timeout=10).topics
         for name in outcome:
             assert all(len(p.replicas) == 3 for p in topics[name].partitions.values()), name
         executions = settings.topic_names["executions"]

@@ -8,6 +8,7 @@ gets fresh topics, schemas and queues and tests never see each other's data.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 import uuid
@@ -15,12 +16,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from trade_engine.agents.matcher.replay import replay_partition
 from trade_engine.agents.matcher.worker import MatcherTopics
 from trade_engine.config import Settings, load_settings
+from trade_engine.streams import clients
 from trade_engine.tables.matching import Side
 from trade_engine.tables.symbols import rules_for
 
@@ -82,6 +84,60 @@ def new_topic(settings: Settings) -> Iterator[Callable[..., str]]:
     if created:
         for future in admin.delete_topics(created).values():
             future.result(timeout=30)
+
+
+@pytest.fixture
+def forget(settings: Settings) -> Iterator[Callable[[str], str]]:
+    """``forget(group)``: the consumer group is deleted after the test (members gone)."""
+    names: list[str] = []
+
+    def add(group: str) -> str:
+        names.append(group)
+        return group
+
+    yield add
+    if names:
+        admin = clients.admin_client(settings)
+        for future in admin.delete_consumer_groups(names, request_timeout=10).values():
+            with contextlib.suppress(Exception):
+                future.result()
+
+
+@pytest.fixture
+def until_stable(settings: Settings) -> Callable[..., None]:
+    """``until_stable(member, group)``: poll ``member`` (records it reads are dropped) until
+    it holds an assignment and the group's coordinator describes the group as STABLE with
+    one member, assigned, within ``timeout_s``. That description is what a live group's
+    refusal and ``groups describe`` read, not the member's own view: a member keeps its
+    assignment while a rebalance that started after it was assigned waits, and the
+    rebalance completes only while the member polls."""
+    admin = clients.admin_client(settings)
+
+    def wait(member: Consumer, group: str, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        seen: object = "no assignment yet"
+        while True:
+            member.poll(0.1)
+            if member.assignment():
+                future = admin.describe_consumer_groups([group], request_timeout=10)[group]
+                try:
+                    description = future.result()
+                except KafkaException as exc:  # e.g. the coordinator still loading: ask again
+                    seen = exc
+                else:
+                    state = str(getattr(description.state, "name", description.state))
+                    members = description.members
+                    seen = (state, len(members))
+                    if (
+                        state == "STABLE"
+                        and len(members) == 1
+                        and members[0].assignment is not None
+                        and members[0].assignment.topic_partitions
+                    ):
+                        return
+            assert time.monotonic() < deadline, f"group {group} never settled: {seen}"
+
+    return wait
 
 
 EngineDepth = dict[str, dict[str, list[list[str]]]]

@@ -3,11 +3,9 @@ errors (the operations themselves: ``tests/operations/test_groups.py``)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from confluent_kafka import TopicPartition
@@ -22,23 +20,6 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
     code = main(["groups", *argv])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-@pytest.fixture
-def forget(settings: Settings) -> Iterator[Callable[[str], str]]:
-    """``forget(group)``: the consumer group is deleted after the test (members gone)."""
-    names: list[str] = []
-
-    def add(group: str) -> str:
-        names.append(group)
-        return group
-
-    yield add
-    if names:
-        admin = clients.admin_client(settings)
-        for future in admin.delete_consumer_groups(names, request_timeout=10).values():
-            with contextlib.suppress(Exception):
-                future.result()
 
 
 @pytest.fixture
@@ -113,6 +94,7 @@ def test_rewind_refuses_a_live_group(
     new_topic: Callable[..., str],
     settings: Settings,
     forget: Callable[[str], str],
+    until_stable: Callable[..., None],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     topic = new_topic("cli-rewind-live", partitions=1)
@@ -120,10 +102,8 @@ def test_rewind_refuses_a_live_group(
     member = clients.committing_consumer(settings, group)
     member.subscribe([topic])
     try:
-        deadline = time.monotonic() + 30
-        while not member.assignment():
-            assert time.monotonic() < deadline, "the consumer never joined"
-            member.poll(0.1)
+        # Its own assignment is not enough: the refusal reads the coordinator's description.
+        until_stable(member, group)
         for execute in ([], ["--execute"]):
             code, out, err = _run(
                 capsys, "rewind", group, "--topic", topic, "--to-earliest", *execute

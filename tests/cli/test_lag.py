@@ -4,12 +4,11 @@ line and an exit code for what is missing or unreachable, never a traceback."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aio_pika
@@ -30,23 +29,6 @@ def _run_lag(
     code = main(["lag", *argv])
     out, err = capsys.readouterr()
     return code, (json.loads(out) if "--json" in argv and out else out), err
-
-
-@pytest.fixture
-def forget(settings: Settings) -> Iterator[Callable[[str], str]]:
-    """``forget(group)``: the consumer group is deleted after the test (members gone)."""
-    names: list[str] = []
-
-    def add(group: str) -> str:
-        names.append(group)
-        return group
-
-    yield add
-    if names:
-        admin = clients.admin_client(settings)
-        for future in admin.delete_consumer_groups(names, request_timeout=10).values():
-            with contextlib.suppress(Exception):
-                future.result()
 
 
 @pytest.mark.broker
@@ -107,6 +89,7 @@ def test_a_live_group_that_does_not_commit_is_stalled(
     new_topic: Callable[..., str],
     settings: Settings,
     forget: Callable[[str], str],
+    until_stable: Callable[..., None],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     topic = new_topic("stalled", partitions=1)
@@ -118,10 +101,7 @@ def test_a_live_group_that_does_not_commit_is_stalled(
     member = clients.committing_consumer(settings, group)
     member.subscribe([topic])
     try:
-        deadline = time.monotonic() + 30
-        while not member.assignment():
-            assert time.monotonic() < deadline, "the consumer never joined"
-            member.poll(0.1)
+        until_stable(member, group)
         member.commit(offsets=[TopicPartition(topic, 0, 3)], asynchronous=False)
         code, doc, err = _run_lag(capsys, "--json", "--group", f"^{group}$", "--no-queues")
     finally:

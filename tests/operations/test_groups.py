@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 import uuid
@@ -62,23 +61,6 @@ def stopped(
     made = Stopped(settings, new_topic("rewind", partitions=PARTITIONS))
     forget(made.group)
     return made
-
-
-@pytest.fixture
-def forget(settings: Settings) -> Iterator[Callable[[str], str]]:
-    """``forget(group)``: the consumer group is deleted after the test (members gone)."""
-    names: list[str] = []
-
-    def add(group: str) -> str:
-        names.append(group)
-        return group
-
-    yield add
-    if names:
-        admin = clients.admin_client(settings)
-        for future in admin.delete_consumer_groups(names, request_timeout=10).values():
-            with contextlib.suppress(Exception):
-                future.result()
 
 
 def _committed(groups: Groups, group: str, topic: str) -> dict[int, int]:
@@ -148,6 +130,7 @@ def test_a_live_group_is_refused(
     new_topic: Callable[..., str],
     settings: Settings,
     forget: Callable[[str], str],
+    until_stable: Callable[..., None],
 ) -> None:
     topic = new_topic("rewind-live", partitions=1)
     group = forget(f"rewind-live-{uuid.uuid4().hex[:8]}")
@@ -156,10 +139,8 @@ def test_a_live_group_is_refused(
     member = clients.committing_consumer(settings, group)
     member.subscribe([topic])
     try:
-        deadline = time.monotonic() + 30
-        while not member.assignment():
-            assert time.monotonic() < deadline, "the consumer never joined"
-            member.poll(0.1)
+        # Its own assignment is not enough: the refusal reads the coordinator's description.
+        until_stable(member, group)
         with pytest.raises(GroupsError, match=r"is active \(STABLE, 1 member\(s\)\)") as refused:
             groups.plan_rewind(group, topic, Target("earliest"))
         assert refused.value.exit_code == 1

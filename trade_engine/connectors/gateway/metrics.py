@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from trade_engine.metrics import LATENCY_BUCKETS
 
@@ -27,6 +27,10 @@ PRODUCE_SECONDS = Histogram(
     "te_gateway_produce_seconds",
     "From produce() to the broker's acknowledgement (acks=all)",
     buckets=LATENCY_BUCKETS,
+)
+KAFKA_WRITES_FAILING = Gauge(
+    "te_gateway_kafka_writes_failing",
+    "1 from a command Kafka refused or did not acknowledge until the next it acknowledged",
 )
 AUTH_FAILURES = Counter("te_gateway_auth_failures_total", "Refused bearer tokens", ["code"])
 RATE_LIMITED = Counter("te_gateway_rate_limited_total", "Requests refused with 429", ["scope"])

@@ -11,6 +11,11 @@ confluent-kafka is synchronous: delivery reports are served by one thread
 polling the producer. They are queued and handed to the event loop once per
 poll, not once per message: each hand-over writes to the loop's self-pipe, and
 at a few thousand orders per second those wake-ups were a tenth of the CPU.
+
+A delivery that was not acknowledged in time has an unknown outcome: the broker
+may hold the command and commit it later (a leader whose followers are back),
+so the refusal says so instead of "not placed". ``health`` (``write_health``)
+follows every outcome: ``/health/ready`` and each refusal say why writes fail.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 from trade_engine.config import Settings
 from trade_engine.connectors.gateway import metrics
 from trade_engine.connectors.gateway.exceptions import UnavailableError
+from trade_engine.connectors.gateway.write_health import WriteHealth
 from trade_engine.connectors.producer import Delivery
 from trade_engine.streams import clients, codec
 from trade_engine.streams.command_builders import CommandModel
@@ -38,6 +44,7 @@ class CommandProducer:
         gateway = settings.gateway
         self.topic = topic or settings.topic_names["commands"]
         self._timeout_s = gateway.delivery_timeout_s
+        self.health = WriteHealth()
         self._producer = clients.producer(
             settings,
             **{
@@ -81,14 +88,26 @@ class CommandProducer:
         try:
             delivery = await asyncio.wait_for(future, self._timeout_s + 1.0)
         except TimeoutError:
-            raise UnavailableError(
-                "no acknowledgement from Kafka in time", code="KAFKA_UNAVAILABLE"
-            ) from None
+            self.health.failed("no delivery report in time")
+            raise self.unacknowledged("_TIMED_OUT") from None
         metrics.PRODUCE_SECONDS.observe(time.perf_counter() - started)
         return delivery
 
+    def unacknowledged(self, kafka_code: str) -> UnavailableError:
+        """The refusal of a command whose fate is unknown: not acknowledged in time."""
+        return UnavailableError(
+            f"Kafka did not acknowledge the order within {self._timeout_s:g} s; it may still "
+            "be placed: look it up (by client_order_id) before placing it again",
+            {"kafka_code": kafka_code, "outcome": "unknown", "reason": self.health.reason()},
+            code="KAFKA_UNAVAILABLE",
+        )
+
     async def ping(self, timeout_s: float = 2.0) -> None:
-        """Raises when the broker cannot describe the command topic within ``timeout_s``."""
+        """Raises while writes fail (``health``), or when the broker cannot describe the
+        command topic within ``timeout_s``."""
+        reason = self.health.reason()
+        if reason is not None:
+            raise UnavailableError(reason, code="KAFKA_UNAVAILABLE")
         loop = asyncio.get_running_loop()
         meta = await loop.run_in_executor(
             None, lambda: self._producer.list_topics(self.topic, timeout=timeout_s)
@@ -120,27 +139,48 @@ class CommandProducer:
         """On the event loop: settle every queued delivery report (deque ops are thread-safe)."""
         reports = self._reports
         while reports:
-            _resolve(*reports.popleft())
+            self._resolve(*reports.popleft())
 
-
-def _resolve(future: asyncio.Future[Delivery], err: KafkaError | None, msg: Message) -> None:
-    if future.done():  # the request gave up waiting
-        return
-    if err is not None:
-        future.set_exception(
-            UnavailableError(
-                f"Kafka refused the command: {err.str()}",
-                {"kafka_code": err.name()},
-                code="KAFKA_UNAVAILABLE",
+    def _resolve(
+        self, future: asyncio.Future[Delivery], err: KafkaError | None, msg: Message
+    ) -> None:
+        if err is None:
+            self.health.succeeded()
+        else:
+            self.health.failed(f"{err.name()}: {err.str()}")
+        if future.done():  # the request gave up waiting
+            return
+        if err is None:
+            future.set_result(_delivery(msg))
+        elif err.code() in _UNKNOWN_OUTCOME:
+            future.set_exception(self.unacknowledged(err.name()))
+        else:
+            future.set_exception(
+                UnavailableError(
+                    f"Kafka refused the order, it was not placed: {err.str()}",
+                    {"kafka_code": err.name(), "outcome": "not_placed"},
+                    code="KAFKA_UNAVAILABLE",
+                )
             )
-        )
-        return
+
+
+# Errors after which the broker may still hold (and later commit) the command.
+_UNKNOWN_OUTCOME = frozenset(
+    {
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+        KafkaError._PURGE_INFLIGHT,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    }
+)
+
+
+def _delivery(msg: Message) -> Delivery:
     key = msg.key()
-    future.set_result(
-        Delivery(
-            topic=msg.topic() or "",
-            partition=msg.partition() or 0,
-            offset=msg.offset() or 0,
-            key=key.decode() if isinstance(key, bytes) else str(key),
-        )
+    return Delivery(
+        topic=msg.topic() or "",
+        partition=msg.partition() or 0,
+        offset=msg.offset() or 0,
+        key=key.decode() if isinstance(key, bytes) else str(key),
     )

@@ -15,7 +15,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from trade_engine.connectors.gateway.common import RESOURCES, body, query, respond, symbol_rules
 from trade_engine.connectors.gateway.context import SETTINGS, Principal
-from trade_engine.connectors.gateway.exceptions import BadRequestError, ForbiddenError
+from trade_engine.connectors.gateway.exceptions import (
+    BadRequestError,
+    ForbiddenError,
+    UnavailableError,
+)
 from trade_engine.connectors.gateway.models import (
     CommandResponse,
     HealthResponse,
@@ -120,10 +124,16 @@ async def check_dependencies(app: web.Application) -> dict[str, str]:
 
     names = ("kafka", "postgres", "wallet")
     outcomes = await asyncio.gather(kafka(), postgres(), wallet(), return_exceptions=True)
-    return {
-        name: "ok" if outcome is None else f"unavailable: {type(outcome).__name__}"
-        for name, outcome in zip(names, outcomes, strict=True)
-    }
+    return {name: _state(outcome) for name, outcome in zip(names, outcomes, strict=True)}
+
+
+def _state(outcome: BaseException | None) -> str:
+    """``ok``, the gateway's own reason (e.g. why Kafka refuses writes), or the error type."""
+    if outcome is None:
+        return "ok"
+    if isinstance(outcome, UnavailableError):
+        return f"unavailable: {outcome.message}"
+    return f"unavailable: {type(outcome).__name__}"
 
 
 def _version() -> str:

@@ -84,8 +84,10 @@ def _consumer_error(error: KafkaError) -> None:
     its own earlier join after a broker failover, seen in the chaos tests) leaves the
     consumer dead for good: skipping it kept the worker alive, polling, outside its
     group and never restarted. Raising ends the process, and its supervisor restarts it
-    with a fresh consumer that rejoins."""
-    if error.fatal():
+    with a fresh consumer that rejoins. librdkafka hands that error to the poll as a
+    message whose code is ``_FATAL`` but whose ``fatal()`` flag is not set (the flag
+    belongs to the client's own fatal error): both count."""
+    if error.fatal() or error.code() == KafkaError._FATAL:
         log.critical("fatal consumer error; exiting", extra={"error": str(error)})
         raise KafkaException(error)
     log.warning("consumer error", extra={"error": str(error)})

@@ -17,7 +17,7 @@ from confluent_kafka import TopicPartition
 
 from trade_engine.config import Settings
 from trade_engine.streams import clients
-from trade_engine.streams.records import ConsumedRecord, is_partition_eof
+from trade_engine.streams.records import ConsumedRecord, without_errors
 from trade_engine.tables.durable import Changes
 from trade_engine.tables.store import LocalStore
 
@@ -71,11 +71,8 @@ class StandbyReplicator:
         messages = self._consumer.consume(max_records, timeout_s)
         changes: dict[int, Changes] = {}
         last: dict[int, int] = {}
-        for msg in messages:
-            if msg.error() is not None:
-                if not is_partition_eof(msg):
-                    log.warning("standby consumer error", extra={"error": str(msg.error())})
-                continue
+        # A fatal consumer error (a fenced static member) ends the standby too.
+        for msg in without_errors(messages):
             record = ConsumedRecord.from_message(msg)
             if record.partition not in self.stores or record.key is None:
                 continue

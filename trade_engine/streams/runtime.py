@@ -43,6 +43,7 @@ from prometheus_client import Counter
 from trade_engine.health import Flag
 from trade_engine.streams.exceptions import AbortTransactionError
 from trade_engine.streams.records import ConsumedRecord, IdleClock, by_partition, without_errors
+from trade_engine.streams.watchdog import StuckCallWatchdog
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,9 @@ class TransactionalWorker(Worker, ABC):
         self.aborted = aborted
         self.txn: Transaction | None = None
         self.transactions_ready = Flag("producer transactions not initialised")
+        # The transactional calls below are given 30 s; one that outlives it ends the
+        # process (streams/watchdog.py: librdkafka can block past its own timeout).
+        self.watchdog = StuckCallWatchdog()
 
     # ------------------------------------------------------------ the loop
 
@@ -244,10 +248,12 @@ class TransactionalWorker(Worker, ABC):
             self.produce_changelog(txn)
             offsets = self.positions(txn)
             if offsets:
-                self.producer.send_offsets_to_transaction(
-                    offsets, self.consumer.consumer_group_metadata(), 30
-                )
-            self.producer.commit_transaction(30)
+                with self.watchdog.guard("send_offsets_to_transaction", 30):
+                    self.producer.send_offsets_to_transaction(
+                        offsets, self.consumer.consumer_group_metadata(), 30
+                    )
+            with self.watchdog.guard("commit_transaction", 30):
+                self.producer.commit_transaction(30)
         except (KafkaException, BufferError) as exc:
             self.kafka_failure(exc)
             return
@@ -272,7 +278,8 @@ class TransactionalWorker(Worker, ABC):
         partitions.update(dict.fromkeys(consumed))
         self.aborted.labels(reason).inc()
         try:
-            self.producer.abort_transaction(30)
+            with self.watchdog.guard("abort_transaction", 30):
+                self.producer.abort_transaction(30)
         except KafkaException as exc:
             if exc.args[0].fatal():
                 raise

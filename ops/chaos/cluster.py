@@ -19,6 +19,7 @@ from ops.chaos.toxiproxy import Proxy, ToxiproxyClient
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "ops" / "kafka" / "cluster.sh"
+STATE = Path(os.environ.get("TE_STATE_DIR", REPO / ".state"))
 NODES = (1, 2, 3)
 
 
@@ -90,6 +91,45 @@ class KafkaCluster:
 
     def start(self, node: int) -> None:
         self.run("start", str(node))
+
+    def fill(self, node: int) -> None:
+        """Fill node N's log dir (its own tmpfs) to the last byte: its next write fails."""
+        self.run("fill", str(node))
+
+    def unfill(self, node: int) -> None:
+        """Space returns: the ballast ``fill`` wrote is removed."""
+        self.run("unfill", str(node))
+
+    def disks_on_tmpfs(self) -> bool:
+        """Every node's log dir on a tmpfs of its own (``fill`` is possible)."""
+        lines = self.run("disk").splitlines()
+        return len(lines) == len(NODES) and all(": tmpfs " in line for line in lines)
+
+    def node_up(self, node: int) -> bool:
+        """Node N's process is alive (``cluster.sh status`` does not say "down" for it)."""
+        status = subprocess.run(
+            ["bash", str(SCRIPT), "status"], capture_output=True, text=True, check=False, timeout=30
+        ).stdout
+        return f"kafka node {node}: down" not in status
+
+    def wait_down(self, node: int, timeout_s: float = 120.0) -> float:
+        """Seconds until node N's process ended by itself (a halt), or ClusterError."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            if not self.node_up(node):
+                return round(time.monotonic() - started, 2)
+            time.sleep(0.25)
+        raise ClusterError(f"node {node} still running after {timeout_s:g}s")
+
+    def log_lines(self, node: int, *needles: str) -> list[str]:
+        """Lines of node N's server log holding any of ``needles`` (its own words)."""
+        logs = STATE / "kafka-cluster" / str(node) / "logs"
+        found = []
+        for path in sorted(logs.glob("server.log*")):
+            for line in path.read_text(errors="replace").splitlines():
+                if any(n in line for n in needles):
+                    found.append(line.strip())
+        return found
 
     def install_proxies(self, client: ToxiproxyClient) -> list[Proxy]:
         """One Toxiproxy proxy per node, ``kafka-N``: proxy port to the PROXIED listener."""

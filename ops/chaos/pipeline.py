@@ -254,6 +254,18 @@ class Pipeline:
         stage.start()
         return stage
 
+    def add_gateway(self) -> tuple[Stage, str]:
+        """The REST gateway on this scenario's topics and history schema (development
+        tokens); the stage and its base URL."""
+        port = free_port()
+        env = {**self.env, "TE_GATEWAY__POSTGRES_SCHEMA": self.history}
+        argv = ["gateway", "run", "--host", "127.0.0.1", "--port", str(port), "--dev-mode"]
+        base = f"http://127.0.0.1:{port}"
+        stage = Stage("gateway", argv, env, self.state / "gateway.log", f"{base}/health/live")
+        self.stages["gateway"] = stage
+        stage.start()
+        return stage, base
+
     def start(self) -> None:
         create_topics(self.settings)
         subprocess.run(

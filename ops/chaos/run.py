@@ -59,8 +59,28 @@ def landed(name: str, r: Run) -> bool:
             e["metadata_round_trip_s"][0] >= 0.2 and e["executions_during"] > 0
         ),
         "matcher-partition": lambda: e["standby_took_over"] and e["zombie_alive_during"],
+        "disk-full": lambda: disk_full_landed(e),
     }
     return bool(flowed_before and flowed_after and proof[name]())
+
+
+def disk_full_landed(e: dict[str, Any]) -> bool:
+    """Both nodes halted on a full disk (their own log says so); with one down the gateway
+    still accepted, with two it refused and said why, and it accepted again after."""
+    halted = all(
+        any("No space left on device" in line for line in e[n]["log"]) for n in ("first", "second")
+    )
+    kafka_state = (e["ready_refusing"]["checks"] or {}).get("kafka", "")
+    return bool(
+        halted
+        and e["placed_one_full"]["status"] == 201
+        and e["executions_one_full"] > 0
+        and e["refused"]["status"] == 503
+        and e["refused"]["code"] == "KAFKA_UNAVAILABLE"
+        and e["ready_refusing"]["status"] == 503
+        and "writes to Kafka have failed" in kafka_state
+        and e["resumed"]["status"] == 201
+    )
 
 
 def run_scenario(

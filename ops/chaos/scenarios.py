@@ -10,9 +10,12 @@ stage has moved again; the driver (``ops.chaos.run``) drains and judges.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,10 +24,18 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from ops.chaos import toxiproxy as tx
-from ops.chaos.cluster import NODES, KafkaCluster, leader, wait_for_leader, wait_in_sync
+from ops.chaos.cluster import (
+    NODES,
+    ClusterError,
+    KafkaCluster,
+    leader,
+    wait_for_leader,
+    wait_in_sync,
+)
 from ops.chaos.feeder import Feeder
 from ops.chaos.pipeline import KAFKA_STAGES, MQ_PROXY, PG_PROXY, Pipeline, log, wait_ready
 from ops.chaos.toxiproxy import ToxiproxyClient
+from trade_engine.connectors.gateway.auth import mint_token
 
 TXN_STATE = "__transaction_state"
 
@@ -425,6 +436,160 @@ def matcher_partition(r: Run) -> None:
     )
 
 
+@dataclass(frozen=True)
+class GatewayProbe:
+    """An order placed through the REST gateway, as a person would, and its readiness."""
+
+    base: str
+    token: str
+
+    def place(self, client_order_id: str) -> dict[str, Any]:
+        """A small resting BTC/USDT buy: the HTTP status, the error code and words, the time."""
+        order = {
+            "symbol": "BTC/USDT",
+            "side": "BUY",
+            "type": "LIMIT",
+            "quantity": "0.0001",
+            "price": "41000.00",
+            "client_order_id": client_order_id,
+        }
+        started = time.monotonic()
+        status, body = self._call("POST", "/api/v1/orders", order)
+        return {
+            "status": status,
+            "code": body.get("code"),
+            "error": body.get("error"),
+            "details": body.get("details"),
+            "order_id": body.get("order_id"),
+            "seconds": round(time.monotonic() - started, 2),
+        }
+
+    def place_until_accepted(self, prefix: str, timeout_s: float) -> dict[str, Any]:
+        """Place (a new client order id each time) until one is accepted (201)."""
+        started = time.monotonic()
+        attempts = 0
+        while True:
+            attempts += 1
+            result = self.place(f"{prefix}-{attempts}")
+            if result["status"] == 201 or time.monotonic() - started > timeout_s:
+                waited = round(time.monotonic() - started, 2)
+                return {**result, "attempts": attempts, "after_s": waited}
+            time.sleep(1.0)
+
+    def lookup(self, client_order_id: str, timeout_s: float) -> dict[str, Any]:
+        """The order by client order id once the gateway knows it (404 until then)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status, body = self._call("GET", f"/api/v1/orders/client/{client_order_id}")
+            if status != 404 or time.monotonic() > deadline:
+                return {
+                    "status": status,
+                    "order_status": body.get("status"),
+                    "code": body.get("code"),
+                }
+            time.sleep(1.0)
+
+    def ready(self) -> dict[str, Any]:
+        status, body = self._call("GET", "/health/ready")
+        return {"status": status, "checks": body.get("checks")}
+
+    def _call(
+        self, method: str, path: str, payload: dict[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(  # noqa: S310 - the local gateway
+            self.base + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310
+                return resp.status, json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+
+
+def disk_full(r: Run) -> None:
+    """Brokers' disks fill up (each node's log dir is a tmpfs of its own). One full: it
+    halts and the cluster rides through on two in-sync replicas. A second full: fewer
+    than ``min.insync.replicas`` remain, so the engine must stop accepting orders and say
+    why (the gateway answers 503 ``KAFKA_UNAVAILABLE``, ``/health/ready`` gives the
+    reason), then accept again once space returns and the nodes are restarted."""
+    if not r.cluster.disks_on_tmpfs():
+        raise ClusterError(
+            "disk-full needs every node's log dir on a tmpfs of its own: `cluster.sh up` "
+            "mounts them when it may (root); `cluster.sh reset` if the cluster predates that"
+        )
+    gateway, base = r.p.add_gateway()
+    assert gateway.ready_url is not None
+    wait_ready([gateway.ready_url])
+    probe = GatewayProbe(base, mint_token(r.p.settings.gateway.auth, "u1", ttl_s=3600))
+    r.wait_flowing(0.2)  # early: the second disk fills while the feeder still sends
+    before = probe.place("chaos-disk-before")
+    ends = partition_ends(r.p, "accepted")
+    busiest = max(ends, key=lambda n: ends[n])
+    first = leader(r.p.admin, r.p.settings.topic_names["accepted"], busiest)
+    words = ("No space left on device", "have failed")
+
+    try:
+        r.cluster.fill(first)
+        r.injected()
+        # Read now: a restarted node starts a new server.log.
+        first_halt = _halted(r, first, r.cluster.wait_down(first), words)
+        one_full = r.sleep_sampling(5.0 if r.short else 10.0)
+        accepted_one_full = probe.place("chaos-disk-one-full")
+
+        second = r.rng.choice([n for n in NODES if n != first])
+        r.cluster.fill(second)
+        r.injected()
+        second_halt = _halted(r, second, r.cluster.wait_down(second), words)
+        refused = probe.place("chaos-disk-two-full")
+        ready_refusing = probe.ready()
+        # No lag samples while the cluster takes no writes (offsets cannot be read
+        # either): the feeder's acknowledgements show the log stopped.
+        acked, fed = r.feeder.acked, r.feeder.sent
+        time.sleep(5.0 if r.short else 15.0)
+        two_full = {"acked_during": r.feeder.acked - acked, "fed_during": r.feeder.sent - fed}
+        refused_again = probe.place("chaos-disk-two-full-again")
+        ready_refusing_later = probe.ready()
+    finally:
+        # Space returns (also when the scenario failed half-way: the cluster is shared).
+        for node in NODES:
+            r.cluster.unfill(node)
+        started = time.monotonic()
+        r.cluster.up()  # the halted nodes, as their supervisor would restart them
+        restart_s = round(time.monotonic() - started, 2)
+    r.healed()
+    resumed = probe.place_until_accepted("chaos-disk-after", 120.0)
+    # A 503 with outcome "unknown" is not "not placed": the surviving leader may have
+    # written the order and committed it when its followers came back.
+    refused_later = {
+        cid: probe.lookup(cid, 30.0) for cid in ("chaos-disk-two-full", "chaos-disk-two-full-again")
+    }
+    r.evidence.update(
+        placed_before=before,
+        first=first_halt,
+        one_full=one_full,
+        executions_one_full=one_full["end"]["executions"] - one_full["start"]["executions"],
+        placed_one_full=accepted_one_full,
+        second=second_halt,
+        refused=refused,
+        refused_again=refused_again,
+        ready_refusing=ready_refusing,
+        ready_refusing_later=ready_refusing_later,
+        two_full=two_full,
+        restart_s=restart_s,
+        resumed=resumed,
+        refused_later=refused_later,
+        ready_after=probe.ready(),
+    )
+
+
+def _halted(r: Run, node: int, after_s: float, words: tuple[str, ...]) -> dict[str, Any]:
+    return {"node": node, "halted_after_s": after_s, "log": r.cluster.log_lines(node, *words)[:3]}
+
+
 def _log_mentions(r: Run, stage: str, words: tuple[str, ...]) -> int:
     path = r.p.state / f"{stage}.log"
     try:
@@ -445,5 +610,6 @@ SCENARIOS: dict[str, tuple[Callable[[Run], None], tuple[str, ...]]] = {
     "kafka-latency": (kafka_latency, KAFKA_STAGES),
     "matcher-partition": (matcher_partition, ("matcher",)),
     "matcher-settlement-kill": (matcher_settlement_kill, ()),
+    "disk-full": (disk_full, ()),
 }
 SHORT = ("leader-kill", "wallet-kill", "kafka-latency")

@@ -3,13 +3,20 @@
 #   ops/kafka/cluster.sh up|down|status|reset          the whole cluster
 #   ops/kafka/cluster.sh kill N|stop N|start N         one node: SIGKILL, clean stop, start
 #   ops/kafka/cluster.sh bootstrap [--proxied]|env     where clients connect
+#   ops/kafka/cluster.sh fill N|unfill N|disk          node N's disk full / space back; usage
 # Same jars as the single broker (ops/kafka/kafka.sh, in $STATE_DIR/kafka/libs); its own
 # ports, so both run side by side. Node N (1..3) is broker and controller:
 #   clients and replication  127.0.0.1:1909(N+1)   (19092, 19093, 19094)
 #   controller quorum        127.0.0.1:1919(N+1)
 #   proxied listener         binds 1939(N+1), advertises 2909(N+1), where Toxiproxy
 #                            (ops/toxiproxy/toxiproxy.sh, ops/chaos/) forwards to 1939(N+1)
-# State: $STATE_DIR/kafka-cluster/N/{data,logs,server.properties,kafka.pid}.
+# State: $STATE_DIR/kafka-cluster/N/{disk/data,logs,server.properties,kafka.pid}.
+# Each node's log dir (disk/) is a tmpfs of its own, TE_KAFKA_CLUSTER_DISK_MB (1024) in
+# size, when the caller may mount one (root): the disk-full chaos scenario fills one
+# node's disk without touching the machine's (`fill N` writes disk/ballast until the
+# tmpfs is full, `unfill N` removes it). A tmpfs keeps what a killed broker wrote, like
+# a disk, but not across a reboot of the machine (then the cluster starts empty).
+# TE_KAFKA_CLUSTER_DISK_MB=0, or no permission to mount: a plain folder, no `fill`.
 SERVICE=kafka-cluster
 source "$(dirname "$0")/../lib.sh"
 
@@ -20,6 +27,7 @@ CLUSTER_ID_FILE="$CLUSTER_DIR/cluster.id"
 HOST="${TE_KAFKA_CLUSTER_HOST:-127.0.0.1}"
 BASE_PORT="${TE_KAFKA_CLUSTER_PORT:-19092}"
 HEAP="${TE_KAFKA_CLUSTER_HEAP:-512m}"
+DISK_MB="${TE_KAFKA_CLUSTER_DISK_MB:-1024}"
 KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$OPS_DIR/kafka/pom.xml")"
 
 port() { echo $((BASE_PORT + $1 - 1)); }
@@ -28,9 +36,12 @@ proxied_port() { echo $((BASE_PORT + 300 + $1 - 1)); }
 proxy_port() { echo $((BASE_PORT + 10000 + $1 - 1)); }
 node_dir() { echo "$CLUSTER_DIR/$1"; }
 pid_file() { echo "$CLUSTER_DIR/$1/kafka.pid"; }
+disk_dir() { echo "$CLUSTER_DIR/$1/disk"; }
+data_dir() { echo "$CLUSTER_DIR/$1/disk/data"; }
+on_tmpfs() { mountpoint -q "$(disk_dir "$1")"; }
 
 check_node() {
-  case "${1:-}" in 1|2|3) ;; *) echo "usage: $0 kill|stop|start N (N in 1 2 3)" >&2; exit 2 ;; esac
+  case "${1:-}" in 1|2|3) ;; *) echo "usage: $0 kill|stop|start|fill|unfill N (N in 1 2 3)" >&2; exit 2 ;; esac
 }
 
 # The single broker's jars: resolved by its script once, shared by every node here.
@@ -62,7 +73,7 @@ render_config() {
   sed -e "s|@NODE_ID@|$n|g" -e "s|@VOTERS@|$(voters)|g" -e "s|@HOST@|$HOST|g" \
       -e "s|@PORT@|$(port "$n")|g" -e "s|@CONTROLLER_PORT@|$(controller_port "$n")|g" \
       -e "s|@PROXIED_PORT@|$(proxied_port "$n")|g" -e "s|@PROXY_PORT@|$(proxy_port "$n")|g" \
-      -e "s|@DATA_DIR@|$dir/data|g" \
+      -e "s|@DATA_DIR@|$(data_dir "$n")|g" \
       "$OPS_DIR/kafka/cluster.properties.in" >"$dir/server.properties"
 }
 
@@ -83,14 +94,65 @@ node_java() {
 # refuse to join the others.
 format_storage() {
   local n="$1" dir; dir="$(node_dir "$1")"
-  [ -f "$dir/data/meta.properties" ] && return 0
+  [ -f "$(data_dir "$n")/meta.properties" ] && return 0
   if [ ! -f "$CLUSTER_ID_FILE" ]; then
     node_java "$n" kafka.tools.StorageTool random-uuid | tail -1 >"$CLUSTER_ID_FILE"
   fi
-  mkdir -p "$dir/data"
+  mkdir -p "$(data_dir "$n")"
   log "formatting node $n (cluster id $(cat "$CLUSTER_ID_FILE"))"
   node_java "$n" kafka.tools.StorageTool format -t "$(cat "$CLUSTER_ID_FILE")" \
     -c "$dir/server.properties" >/dev/null
+}
+
+# Node N's log dir on a tmpfs of its own (see the header), mounted once; a folder that
+# already holds data is never hidden under a mount.
+mount_disk() {
+  local n="$1" disk; disk="$(disk_dir "$1")"
+  mkdir -p "$disk"
+  on_tmpfs "$n" && return 0
+  [ "$DISK_MB" = 0 ] && return 0
+  if [ -n "$(ls -A "$disk")" ]; then
+    log "node $n: $disk already holds data on the machine's disk; no tmpfs (no \`fill\`)"
+    return 0
+  fi
+  if mount -t tmpfs -o "size=${DISK_MB}m,mode=0755" "kafka-node-$n" "$disk" 2>/dev/null; then
+    log "node $n: log dir on a ${DISK_MB} MiB tmpfs ($disk)"
+  else
+    log "node $n: cannot mount a tmpfs (not root?): log dir on the machine's disk (no \`fill\`)"
+  fi
+}
+
+unmount_disk() {
+  on_tmpfs "$1" && umount "$(disk_dir "$1")"
+  return 0
+}
+
+# Fill node N's tmpfs to the last byte: the broker's next write fails with ENOSPC, and a
+# broker whose only log dir failed halts (what a full disk does to Kafka).
+fill() {
+  local n="$1" disk free_kb; disk="$(disk_dir "$1")"
+  on_tmpfs "$n" || die "node $n's log dir is not on a tmpfs of its own: fill would fill the machine's disk"
+  free_kb="$(df --output=avail -k "$disk" | tail -1 | tr -d ' ')"
+  log "node $n: filling its disk ($((free_kb / 1024)) MiB free) with $disk/ballast"
+  [ "$free_kb" -gt 0 ] && { fallocate -l "${free_kb}KiB" "$disk/ballast" 2>/dev/null || true; }
+  # Whatever the allocation's rounding left: zeros until ENOSPC.
+  dd if=/dev/zero of="$disk/ballast" bs=4k oflag=append conv=notrunc status=none 2>/dev/null || true
+  df -h "$disk" | tail -1 >&2
+}
+
+unfill() {
+  rm -f "$(disk_dir "$1")/ballast"
+  log "node $1: ballast removed, $(df --output=avail -m "$(disk_dir "$1")" | tail -1 | tr -d ' ') MiB free"
+}
+
+disk() {
+  local n kind
+  for n in "${NODES[@]}"; do
+    [ -d "$(disk_dir "$n")" ] || { echo "kafka node $n: no disk yet"; continue; }
+    kind=folder; on_tmpfs "$n" && kind=tmpfs
+    echo "kafka node $n: $kind $(df --output=used,size,avail -m "$(disk_dir "$n")" | tail -1 \
+      | awk '{print $1 " of " $2 " MiB used, " $3 " MiB free"}')"
+  done
 }
 
 running() {
@@ -124,6 +186,7 @@ launch() {
   if tcp_open "$HOST" "$(port "$n")"; then
     die "something else listens on $HOST:$(port "$n"); node $n cannot start"
   fi
+  mount_disk "$n"
   render_config "$n"
   format_storage "$n"
   rm -f "$dir/logs"/server.log* "$dir/started.pid"
@@ -190,14 +253,18 @@ case "${1:-status}" in
   up) up ;;
   down) down ;;
   status) status ;;
-  reset) down; rm -rf "$CLUSTER_DIR"; log "data removed" ;;
+  reset) down; for n in "${NODES[@]}"; do unmount_disk "$n"; done
+         rm -rf "$CLUSTER_DIR"; log "data removed" ;;
   kill) check_node "${2:-}"; stop_node "$2" KILL 0 ;;
   stop) check_node "${2:-}"; stop_node "$2" TERM 60 ;;
   start) check_node "${2:-}"; mkdir -p "$CLUSTER_DIR"; fetch_jars; launch "$2"
          wait_for "kafka node $2" 120 ready "$2" ;;
+  fill) check_node "${2:-}"; fill "$2" ;;
+  unfill) check_node "${2:-}"; unfill "$2" ;;
+  disk) disk ;;
   bootstrap) bootstrap "${2:-}" ;;
   env) echo "export TE_KAFKA__BOOTSTRAP_SERVERS=$(bootstrap)"
        echo "export TE_TOPICS__REPLICATION_FACTOR=3" ;;
-  *) echo "usage: $0 up|down|status|reset|kill N|stop N|start N|bootstrap [--proxied]|env" >&2
+  *) echo "usage: $0 up|down|status|reset|kill N|stop N|start N|fill N|unfill N|disk|bootstrap [--proxied]|env" >&2
      exit 2 ;;
 esac

@@ -184,3 +184,47 @@ def test_killing_the_partition_leader_loses_nothing_acknowledged(
             }
         )
     )
+
+
+def test_a_broker_whose_disk_fills_halts_and_says_why_and_rejoins_when_space_returns(
+    kafka_cluster: KafkaCluster, cluster_topic: Callable[..., str]
+) -> None:
+    """``cluster.sh fill N``: the node's own tmpfs is full, its next write fails, Kafka
+    halts it (its only log dir failed); the other two keep acknowledging (min ISR 2);
+    ``unfill`` and a start bring it back in sync. The chaos scenario ``disk-full`` builds
+    on this with two nodes and the whole engine."""
+    if not kafka_cluster.disks_on_tmpfs():
+        pytest.skip("the cluster's log dirs are not on tmpfs (cluster.sh mounts them as root)")
+    topic = cluster_topic(partitions=1)
+    admin = AdminClient({"bootstrap.servers": kafka_cluster.bootstrap})
+    producer = _producer(kafka_cluster.bootstrap)
+    tally = _Tally()
+    victim = next(n for n in (1, 2, 3) if n != leader(admin, topic, 0))  # a follower
+    kafka_cluster.fill(victim)
+    try:
+        # Writes reach the follower's full disk: it halts within seconds.
+        deadline = time.monotonic() + 60
+        i = 0
+        while kafka_cluster.node_up(victim):
+            assert time.monotonic() < deadline, f"node {victim} still up with a full disk"
+            for _ in range(50):
+                producer.produce(
+                    topic, value=b"%06d" % i, partition=0, on_delivery=tally.on_delivery
+                )
+                i += 1
+            producer.poll(0.2)
+        said = kafka_cluster.log_lines(victim, "No space left on device", "have failed")
+        assert any("No space left on device" in line for line in said)
+        assert any("have failed" in line for line in said)
+        # Two in-sync replicas remain: every record is still acknowledged.
+        for _ in range(200):
+            producer.produce(topic, value=b"%06d" % i, partition=0, on_delivery=tally.on_delivery)
+            i += 1
+        assert producer.flush(60) == 0
+        assert tally.errors == []
+        assert len(tally.acked) == i
+    finally:
+        kafka_cluster.unfill(victim)
+        kafka_cluster.start(victim)
+    wait_in_sync(admin, topic, 0, victim, timeout_s=120)
+    assert _read_partition(kafka_cluster.bootstrap, topic, 0, i) == tally.acked

@@ -73,8 +73,8 @@ class StuckCallWatchdog:
             what, started, _ = call
             log.critical(
                 "%s has not returned after %.0f s, past its own timeout (librdkafka "
-                "#5456/#5511: a dead coordinator); exiting for the supervisor to restart "
-                "this worker",
+                "#5456/#5511: a coordinator dead or out of reach); exiting for the supervisor to "
+                "restart this worker",
                 what,
                 self._clock() - started,
             )

@@ -143,12 +143,18 @@ class KafkaCluster:
         ]
 
 
-def leader(admin: AdminClient, topic: str, partition: int) -> int:
-    """The node id leading ``topic``/``partition`` now (-1 while it has none)."""
-    meta = admin.list_topics(topic, timeout=10).topics[topic]
-    if meta.error is not None:
-        raise ClusterError(f"metadata of {topic}: {meta.error}")
-    return int(meta.partitions[partition].leader)
+def leader(admin: AdminClient, topic: str, partition: int, timeout_s: float = 30.0) -> int:
+    """The node id leading ``topic``/``partition`` now (-1 while it has none). A topic just
+    created reaches each broker's metadata a moment apart: an unknown topic is asked
+    again until ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        meta = admin.list_topics(topic, timeout=10).topics[topic]
+        if meta.error is None and partition in meta.partitions:
+            return int(meta.partitions[partition].leader)
+        if time.monotonic() > deadline:
+            raise ClusterError(f"metadata of {topic}: {meta.error}")
+        time.sleep(0.2)
 
 
 def in_sync(admin: AdminClient, topic: str, partition: int) -> list[int]:

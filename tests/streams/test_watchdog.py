@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +43,21 @@ def test_a_slow_call_within_its_timeout_and_grace_is_left_alone() -> None:
         time.sleep(0.3)  # past the timeout, within the grace
     time.sleep(0.2)
     assert exits == []
+
+
+def test_it_fires_even_when_a_log_handler_cannot_flush(tmp_path: Path) -> None:
+    # Seen under pytest: a handler left on the root logger by an earlier test wrote to a
+    # stream since closed; its flush raised and killed the watchdog thread before the exit.
+    stream = (tmp_path / "closed.log").open("w")
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    stream.close()
+    exits: list[int] = []
+    watchdog = _watchdog(exits)
+    try:
+        with watchdog.guard("commit_transaction", 0.1):
+            assert watchdog.fired.wait(5.0), "the watchdog never fired"
+    finally:
+        root.removeHandler(handler)
+    assert exits == [EXIT_STUCK]

@@ -19,6 +19,7 @@ guarding a call costs two attribute writes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -78,8 +79,11 @@ class StuckCallWatchdog:
                 what,
                 self._clock() - started,
             )
+            # The line must reach the log before the exit; a closed stream must not stop it.
             for handler in logging.getLogger().handlers:
-                handler.flush()
-            sys.stderr.flush()
+                with contextlib.suppress(Exception):
+                    handler.flush()
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
             self.fired.set()
             self._exit(EXIT_STUCK)

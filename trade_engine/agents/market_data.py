@@ -43,7 +43,7 @@ from trade_engine.config import Settings
 from trade_engine.streams import clients
 from trade_engine.streams.exceptions import DecodeError
 from trade_engine.streams.execution_records import decode_execution
-from trade_engine.streams.records import ConsumedRecord, is_partition_eof
+from trade_engine.streams.records import ConsumedRecord, is_partition_eof, watermark_offsets
 from trade_engine.streams.runtime import Transaction, TransactionalWorker
 from trade_engine.tables.market_data import MarketDataBuilder, MarketDataError, Output
 from trade_engine.tables.market_data.builder import PartitionMarketData
@@ -302,7 +302,7 @@ def read_range(
     )
     try:
         tp = TopicPartition(topic, partition)
-        low, _ = reader.get_watermark_offsets(tp, timeout=30)
+        low, _ = watermark_offsets(reader, tp, 30)
         if low >= end:
             return
         reader.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])

@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from trade_engine.streams.codec import Headers
 
@@ -91,6 +91,42 @@ def _consumer_error(error: KafkaError) -> None:
         log.critical("fatal consumer error; exiting", extra={"error": str(error)})
         raise KafkaException(error)
     log.warning("consumer error", extra={"error": str(error)})
+
+
+# A partition whose leader is moving or not elected yet (a topic just created, a failover):
+# asking again shortly succeeds. librdkafka does not mark these retriable on this call.
+_LEADER_MOVING = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+    }
+)
+
+
+def watermark_offsets(
+    consumer: Consumer, tp: TopicPartition, timeout_s: float = 30.0
+) -> tuple[int, int]:
+    """``get_watermark_offsets``, asked again while the partition's leader is moving or a
+    retriable error says so, until ``timeout_s`` (then the last error is raised). A worker
+    restoring a partition of a topic created a moment ago got NOT_LEADER_FOR_PARTITION
+    and exited."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(
+                tp, timeout=max(deadline - time.monotonic(), 0.1)
+            )
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            transient = isinstance(error, KafkaError) and (
+                error.code() in _LEADER_MOVING or error.retriable()
+            )
+            if not transient or time.monotonic() >= deadline:
+                raise
+            log.warning("watermarks of %s[%d]: %s; asking again", tp.topic, tp.partition, error)
+            time.sleep(0.2)
 
 
 class IdleClock:

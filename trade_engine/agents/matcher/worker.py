@@ -55,7 +55,7 @@ from trade_engine.agents.matcher.step import (
 from trade_engine.config import Settings
 from trade_engine.streams import clients
 from trade_engine.streams.exceptions import AbortTransactionError
-from trade_engine.streams.records import ConsumedRecord, is_partition_eof
+from trade_engine.streams.records import ConsumedRecord, is_partition_eof, watermark_offsets
 from trade_engine.streams.runtime import Transaction, TransactionalWorker
 from trade_engine.streams.topics import partition_count
 from trade_engine.tables.durable import Changes, PartitionBooks
@@ -243,7 +243,7 @@ class MatcherWorker(TransactionalWorker):
             tp = TopicPartition(self.topics.changelog, partition)
             # With read_committed this is the last stable offset: nothing after it
             # can be part of a committed transaction yet.
-            _, end = reader.get_watermark_offsets(tp, timeout=30)
+            _, end = watermark_offsets(reader, tp, 30)
             start = store.changelog_offset() + 1
             if start >= end:
                 return 0

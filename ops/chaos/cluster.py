@@ -75,12 +75,15 @@ class KafkaCluster:
     def down(self) -> None:
         self.run("down")
 
-    def running(self) -> bool:
-        """True when all three nodes are up (``cluster.sh status`` exits 0)."""
-        result = subprocess.run(
-            ["bash", str(SCRIPT), "status"], capture_output=True, check=False, timeout=30
+    def status(self) -> subprocess.CompletedProcess[str]:
+        """``cluster.sh status``: a line per node; exit 0 only when all three are up."""
+        return subprocess.run(
+            ["bash", str(SCRIPT), "status"], capture_output=True, text=True, check=False, timeout=30
         )
-        return result.returncode == 0
+
+    def running(self) -> bool:
+        """True when all three nodes are up."""
+        return self.status().returncode == 0
 
     def kill(self, node: int) -> None:
         """SIGKILL: no controlled shutdown, no flush; the page cache keeps what was written."""
@@ -107,10 +110,7 @@ class KafkaCluster:
 
     def node_up(self, node: int) -> bool:
         """Node N's process is alive (``cluster.sh status`` does not say "down" for it)."""
-        status = subprocess.run(
-            ["bash", str(SCRIPT), "status"], capture_output=True, text=True, check=False, timeout=30
-        ).stdout
-        return f"kafka node {node}: down" not in status
+        return f"kafka node {node}: down" not in self.status().stdout
 
     def wait_down(self, node: int, timeout_s: float = 120.0) -> float:
         """Seconds until node N's process ended by itself (a halt), or ClusterError."""

@@ -188,16 +188,11 @@ class Services:
         self.started_toxiproxy = False
 
     def __enter__(self) -> Services:
-        if not self.cluster.running():
-            status = subprocess.run(
-                ["bash", str(REPO / "ops" / "kafka" / "cluster.sh"), "status"],
-                capture_output=True,
-                text=True,
-                check=False,
-            ).stdout
+        status = self.cluster.status()
+        if status.returncode != 0:
             # Stop it at the end only if it was all down (a node left down by an
             # interrupted run is just started again).
-            self.started_cluster = ": up" not in status
+            self.started_cluster = ": up" not in status.stdout
             log("starting the three-node cluster (the nodes that are down)")
             self.cluster.up()
         try:

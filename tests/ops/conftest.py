@@ -8,14 +8,13 @@ stops them at its end, so three idle JVMs do not outlive ``make test`` on two co
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from ops.chaos.cluster import REPO, KafkaCluster
+from ops.chaos.cluster import REPO, KafkaCluster, wait_for_leader
 from ops.chaos.toxiproxy import ToxiproxyClient, ToxiproxyError
 
 
@@ -41,16 +40,10 @@ def cluster_topic(kafka_cluster: KafkaCluster) -> Iterator[Callable[..., str]]:
         new = NewTopic(name, num_partitions=partitions, replication_factor=3, config=config)
         admin.create_topics([new])[name].result(timeout=30)
         created.append(name)
-        # Created is not yet known everywhere: wait until metadata shows every partition
-        # with a leader, or a test asking who leads gets UNKNOWN_TOPIC_OR_PART.
-        deadline = time.monotonic() + 30
-        while True:
-            meta = admin.list_topics(name, timeout=10).topics[name]
-            parts = meta.partitions.values()
-            if meta.error is None and parts and all(p.leader >= 0 for p in parts):
-                return name
-            assert time.monotonic() < deadline, f"{name} has no leader after 30 s: {meta.error}"
-            time.sleep(0.2)
+        # Created is not yet known everywhere: every partition has a leader first.
+        for partition in range(partitions):
+            wait_for_leader(admin, name, partition, not_on=-1, timeout_s=30)
+        return name
 
     yield create
     if created:
